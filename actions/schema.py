@@ -1,0 +1,289 @@
+"""The action space: one pydantic model per action GLM-4.5V was trained on (desktop).
+
+Names and argument names are the trained ones (see ``shared/GLM45V.md``), so a reply in
+the model's own text format and a tool call validate into the same objects. The tool
+JSON schemas sent to the model are generated from these models (``tool_schemas``), so
+the two can never drift.
+
+Pointing arguments (``start_box``, ``end_box``) hold *model space* coordinates:
+thousandths of the image the model was sent. They accept a point ``[x, y]`` or a box
+``[x1, y1, x2, y2]`` (the centre is used), as a list or as a string such as
+``'[586,446]'``, ``'[[1,2,3,4]]'`` or ``'(1,2)'``. Values outside 0-1000 are a model error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, WithJsonSchema
+
+from agent.errors import CoordinateOutOfRange, InvalidArguments, UnknownAction
+
+MODEL_SPACE_MAX = 1000
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def parse_model_box(value: Any) -> tuple[int, ...]:
+    """Turn a point or box in any of the model's bracket styles into 2 or 4 ints.
+
+    Raises CoordinateOutOfRange for values outside 0-1000 and InvalidArguments for
+    anything that is not 2 or 4 numbers.
+    """
+    if isinstance(value, dict):  # {"x": .., "y": ..} seen from some tool-call servers
+        keys = [k for k in ("x1", "y1", "x2", "y2") if k in value] or [k for k in ("x", "y") if k in value]
+        value = [value[k] for k in keys]
+    if isinstance(value, str):
+        numbers = _NUMBER.findall(value)
+    elif isinstance(value, (list, tuple)):
+        flat: list[Any] = []
+        for item in value:
+            flat.extend(item if isinstance(item, (list, tuple)) else [item])
+        numbers = flat
+    else:
+        raise InvalidArguments(f"expected a point [x,y] or a box [x1,y1,x2,y2], got {value!r}")
+    try:
+        coords = tuple(float(n) for n in numbers)
+    except (TypeError, ValueError):
+        raise InvalidArguments(f"coordinates must be numbers, got {value!r}") from None
+    if len(coords) not in (2, 4):
+        raise InvalidArguments(
+            f"expected a point [x,y] or a box [x1,y1,x2,y2], got {len(coords)} numbers in {value!r}"
+        )
+    for c in coords:
+        if not 0 <= c <= MODEL_SPACE_MAX:
+            raise CoordinateOutOfRange(
+                f"coordinate {c:g} in {value!r} is outside 0-{MODEL_SPACE_MAX}: coordinates are "
+                "thousandths of the screenshot's width and height, not pixels"
+            )
+    return tuple(int(round(c)) for c in coords)
+
+
+ModelBox = Annotated[
+    tuple[int, ...],
+    BeforeValidator(parse_model_box),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "description": "A point '[x,y]' (or a box '[x1,y1,x2,y2]') in thousandths (0-999) "
+            "of the screenshot's width and height.",
+        }
+    ),
+]
+ElementInfo = Annotated[str, Field(description="What is being pointed at, e.g. 'OK button'.")]
+
+
+class _Action(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _Pointing(_Action):
+    start_box: ModelBox
+    element_info: ElementInfo = ""
+
+
+class LeftClick(_Pointing):
+    """Click the left mouse button on an element."""
+
+    kind: Literal["left_click"] = "left_click"
+
+
+class RightClick(_Pointing):
+    """Click the right mouse button on an element."""
+
+    kind: Literal["right_click"] = "right_click"
+
+
+class MiddleClick(_Pointing):
+    """Click the middle mouse button on an element."""
+
+    kind: Literal["middle_click"] = "middle_click"
+
+
+class Hover(_Pointing):
+    """Move the mouse over an element without clicking."""
+
+    kind: Literal["hover"] = "hover"
+
+
+class LeftDoubleClick(_Pointing):
+    """Double-click the left mouse button on an element."""
+
+    kind: Literal["left_double_click"] = "left_double_click"
+
+
+class LeftDrag(_Action):
+    """Press the left button at start_box, move to end_box, release."""
+
+    kind: Literal["left_drag"] = "left_drag"
+    start_box: ModelBox
+    end_box: ModelBox
+    element_info: ElementInfo = ""
+
+
+class Key(_Action):
+    """Press a key or a combination joined by '+', e.g. 'ctrl+c', 'enter'."""
+
+    kind: Literal["key"] = "key"
+    keys: Annotated[str, Field(min_length=1, description="Keys joined by '+', e.g. 'ctrl+s'.")]
+
+
+class Type(_Action):
+    """Type text into the focused element (does not click or clear it first)."""
+
+    kind: Literal["type"] = "type"
+    content: Annotated[str, Field(description="The exact text to type.")]
+
+
+class Scroll(_Action):
+    """Scroll with the mouse over an element."""
+
+    kind: Literal["scroll"] = "scroll"
+    start_box: ModelBox
+    direction: Literal["up", "down"]
+    step: Annotated[int, Field(ge=1, le=50, description="How many wheel clicks.")] = 5
+    element_info: ElementInfo = ""
+
+
+class Wait(_Action):
+    """Wait about 5 seconds for the screen to change."""
+
+    kind: Literal["WAIT"] = "WAIT"
+
+
+class Done(_Action):
+    """The task is complete. For a question about the screen, give the answer."""
+
+    kind: Literal["DONE"] = "DONE"
+    answer: Annotated[str | None, Field(description="The answer, if the task asked a question.")] = None
+
+
+class Fail(_Action):
+    """The task cannot be completed."""
+
+    kind: Literal["FAIL"] = "FAIL"
+    reason: Annotated[str | None, Field(description="Why the task is infeasible.")] = None
+
+
+Action = Annotated[
+    Union[
+        LeftClick, RightClick, MiddleClick, Hover, LeftDoubleClick, LeftDrag,
+        Key, Type, Scroll, Wait, Done, Fail,
+    ],
+    Field(discriminator="kind"),
+]
+ACTION_ADAPTER: TypeAdapter[Action] = TypeAdapter(Action)
+ACTION_TYPES: dict[str, type[_Action]] = {
+    cls.model_fields["kind"].default: cls
+    for cls in (LeftClick, RightClick, MiddleClick, Hover, LeftDoubleClick, LeftDrag,
+                Key, Type, Scroll, Wait, Done, Fail)
+}
+POINTING_KINDS = frozenset(k for k, c in ACTION_TYPES.items() if "start_box" in c.model_fields)
+TERMINAL_KINDS = frozenset({"DONE", "FAIL"})
+
+# Names the model is known to use for the same actions, mapped to the trained ones.
+_ALIASES = {
+    "click": "left_click", "tap": "left_click", "double_click": "left_double_click",
+    "doubleclick": "left_double_click", "drag": "left_drag", "hotkey": "key", "press": "key",
+    "keypress": "key", "type_text": "type", "input": "type", "input_text": "type",
+    "move": "hover", "mouse_move": "hover", "finished": "DONE", "finish": "DONE",
+    "answer": "DONE", "infeasible": "FAIL", "wait": "WAIT", "done": "DONE", "fail": "FAIL",
+}
+# Argument names seen in the wild, mapped to the trained ones.
+_ARG_ALIASES = {
+    "box_2d": "start_box", "box": "start_box", "point": "start_box", "coordinate": "start_box",
+    "start_point": "start_box", "end_point": "end_box", "text": "content", "key": "keys",
+    "hotkey": "keys", "element": "element_info", "description": "element_info",
+}
+
+
+def canonical_action_name(name: str) -> str:
+    """Map a name the model used to the trained action name, or raise UnknownAction."""
+    bare = name.strip()
+    if bare in ACTION_TYPES:
+        return bare
+    lowered = bare.lower()
+    if lowered in ACTION_TYPES:
+        return lowered
+    if lowered in _ALIASES:
+        return _ALIASES[lowered]
+    if bare.upper() in ACTION_TYPES:
+        return bare.upper()
+    known = ", ".join(ACTION_TYPES)
+    raise UnknownAction(f"unknown action {name!r}; the action space is: {known}")
+
+
+def build_action(name: str, arguments: dict[str, Any]) -> Action:
+    """Validate a named action with its arguments into an Action, or raise a ModelError."""
+    kind = canonical_action_name(name)
+    args: dict[str, Any] = {}
+    for key, value in arguments.items():
+        key = _ARG_ALIASES.get(key, key)
+        args.setdefault(key, value)
+    if kind == "key" and isinstance(args.get("keys"), (list, tuple)):
+        args["keys"] = "+".join(str(k) for k in args["keys"])
+    if kind == "DONE" and "answer" not in args and isinstance(args.get("content"), str):
+        args["answer"] = args.pop("content")
+    args["kind"] = kind
+    try:
+        return ACTION_ADAPTER.validate_python(args)
+    except CoordinateOutOfRange:
+        raise
+    except ValueError as exc:  # pydantic.ValidationError, or our own from a validator
+        cause = _model_error_inside(exc)
+        if cause is not None:
+            raise cause from None
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'][1:]) or kind}: {err['msg']}"
+            for err in getattr(exc, "errors", lambda: [])()
+        ) or str(exc)
+        raise InvalidArguments(f"bad arguments for {kind}: {problems}") from None
+
+
+def _model_error_inside(exc: Exception) -> Exception | None:
+    """pydantic wraps errors raised in validators; dig ours back out."""
+    for err in getattr(exc, "errors", lambda: [])():
+        ctx = err.get("ctx") or {}
+        inner = ctx.get("error")
+        if isinstance(inner, (CoordinateOutOfRange, InvalidArguments)):
+            return inner
+    return None
+
+
+def tool_schemas() -> list[dict[str, Any]]:
+    """OpenAI-style tool definitions, one per action, generated from the models above."""
+    tools = []
+    for kind, cls in ACTION_TYPES.items():
+        schema = cls.model_json_schema()
+        props = {k: v for k, v in schema.get("properties", {}).items() if k != "kind"}
+        for prop in props.values():
+            prop.pop("title", None)
+        required = [r for r in schema.get("required", []) if r != "kind"]
+        tools.append(
+            {
+                "type": "function",
+                "function": {
+                    "name": kind,
+                    "description": (cls.__doc__ or "").strip(),
+                    "parameters": {"type": "object", "properties": props, "required": required},
+                },
+            }
+        )
+    return tools
+
+
+def action_to_call(action: Action) -> str:
+    """Render an action in the trained text format, e.g. left_click(start_box='[1,2]', ...)."""
+    parts = []
+    for name, value in action.model_dump(exclude={"kind"}, exclude_none=True).items():
+        if name in ("start_box", "end_box"):
+            value = "[" + ",".join(str(v) for v in value) + "]"
+        if name == "element_info" and not value:
+            continue
+        parts.append(f"{name}={json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else _quote(value)}")
+    return f"{action.kind}({', '.join(parts)})"
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"

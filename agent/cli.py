@@ -1,0 +1,219 @@
+"""The ``deskpilot`` command line: run, replay, view. Turns errors into exit codes.
+
+Exit codes (also in ``--help`` and the README):
+  0   the model declared the task done (replay: everything matched)
+  1   the model declared the task infeasible, or a budget (steps, time, cost) ran out
+      (replay: a step differed)
+  2   usage or configuration error (bad flags, missing key, no display, bad recording)
+  3   the model endpoint failed (key rejected, unreachable after retries, HTTP error)
+  4   internal error (a bug in deskpilot; set DESKPILOT_DEBUG=1 for the traceback)
+  130 interrupted (Ctrl-C)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Sequence
+
+from agent import __version__
+from agent.config import PROVIDERS, Settings
+from agent.errors import (
+    EXIT_DONE, EXIT_INTERRUPTED, EXIT_NOT_DONE, EXIT_USAGE, DeskpilotError, UsageError,
+)
+from agent.screen import DEFAULT_IMAGE_TOKENS
+from agent.trajectory import Step
+
+EXIT_INTERNAL = 4
+EXIT_CODES_HELP = """exit codes:
+  0    the model declared the task done
+  1    the model declared it infeasible, or a step/time/cost budget ran out
+  2    usage or configuration error (bad flags, missing key, no display)
+  3    the model endpoint failed (key rejected, unreachable after retries)
+  4    internal error (a bug: set DESKPILOT_DEBUG=1 for the traceback)
+  130  interrupted (Ctrl-C)
+"""
+STATUS_EXIT = {"done": EXIT_DONE, "fail": EXIT_NOT_DONE, "max_steps": EXIT_NOT_DONE,
+               "max_time": EXIT_NOT_DONE, "max_cost": EXIT_NOT_DONE, "interrupted": EXIT_INTERRUPTED}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own exit code is 2 as well
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"deskpilot: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="deskpilot",
+        description="A desktop agent that operates your computer with GLM-4.5V. "
+                    "Stop a run with Ctrl-C, or by throwing the mouse into a screen corner.",
+        epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"deskpilot {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = commands.add_parser("run", help="perform a task on the desktop", epilog=EXIT_CODES_HELP,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("task", help="what to do, in plain words")
+    model = run.add_argument_group("model")
+    model.add_argument("--provider", choices=list(PROVIDERS), default="siliconflow",
+                       help="provider preset: base URL, model id, thinking switch, key variable "
+                            "(default: siliconflow)")
+    model.add_argument("--base-url", help="OpenAI-compatible base URL (overrides the preset)")
+    model.add_argument("--model", help="model id (overrides the preset)")
+    model.add_argument("--api-key", help="API key (default: DESKPILOT_API_KEY, then the provider's "
+                                         "own variable such as SILICONFLOW_API_KEY)")
+    model.add_argument("--thinking", action=argparse.BooleanOptionalAction, default=False,
+                       help="let the model think before answering (slower, costlier; default: off)")
+    model.add_argument("--thinking-budget", type=_positive_int, metavar="N",
+                       help="thinking token budget where the provider supports one")
+    model.add_argument("--protocol", choices=["auto", "tools", "text"], default="auto",
+                       help="auto: send tools and accept every text shape; tools: tool calling; "
+                            "text: the trained text format only (default: auto)")
+    model.add_argument("--max-image-tokens", type=_positive_int, default=DEFAULT_IMAGE_TOKENS, metavar="N",
+                       help=f"downscale screenshots to cost at most N visual tokens (default: {DEFAULT_IMAGE_TOKENS})")
+    model.add_argument("--history-images", type=_nonneg_int, default=4, metavar="N",
+                       help="earlier screenshots sent at half size (default: 4)")
+    where = run.add_argument_group("screen and input")
+    where.add_argument("--monitor", type=_nonneg_int, default=1, metavar="N",
+                       help="monitor to capture and act on, mss numbering: 1 = first (default: 1)")
+    where.add_argument("--dry-run", action="store_true", help="send no input events at all")
+    where.add_argument("--screens", metavar="PATH",
+                       help="mocked screens: one PNG, or a folder of PNGs in name order (implies --dry-run)")
+    model.add_argument("--retries", type=_nonneg_int, default=4, metavar="N",
+                       help="retries of a failed request (connection error, timeout, 429, 5xx) "
+                            "with exponential backoff (default: 4)")
+    model.add_argument("--timeout", type=_positive_float, default=120.0, metavar="SECONDS",
+                       help="how long to wait for the model's reply (default: 120)")
+    limits = run.add_argument_group("limits and output")
+    limits.add_argument("--max-steps", type=_positive_int, default=30, metavar="N", help="step budget (default: 30)")
+    limits.add_argument("--max-time", type=_positive_float, metavar="SECONDS", help="time budget")
+    limits.add_argument("--max-cost", type=_positive_float, metavar="USD", help="cost budget (estimated)")
+    limits.add_argument("--recordings", default="recordings", metavar="DIR",
+                        help="where runs are recorded (default: ./recordings)")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = _nonneg_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def step_line(step: Step) -> str:
+    """One line per step: number, action, target description, pixel target, latency."""
+    action = step.action or {}
+    kind = action.get("kind", "-")
+    detail = action.get("element_info") or action.get("keys") or action.get("content") \
+        or action.get("answer") or action.get("reason") or ""
+    detail = f" {detail[:40]!r}" if detail else ""
+    where = ""
+    if step.targets:
+        where = " -> " + " -> ".join(f"({t.point_screen[0]}, {t.point_screen[1]})" for t in step.targets)
+    retries = f"  [{len(step.attempts) - 1} retries]" if len(step.attempts) > 1 else ""
+    error = f"  ! {step.error}" if step.error else ""
+    return f"step {step.step:>3}  {kind}{detail}{where}  {step.timings.model_s:.2f}s{retries}{error}"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from actions.executor import DryRunExecutor
+    from agent.loop import Limits, run_episode
+    from agent.planner import GLMPlanner
+    from agent.screen import ImageScreen, MssScreen
+    from agent.trajectory import JsonlRecorder
+
+    settings = Settings.resolve(
+        args.provider, base_url=args.base_url, model=args.model, api_key=args.api_key,
+        thinking=args.thinking, thinking_budget=args.thinking_budget, protocol=args.protocol,
+        monitor=args.monitor, max_steps=args.max_steps, max_image_tokens=args.max_image_tokens,
+        history_images=args.history_images, max_retries=args.retries, read_timeout=args.timeout,
+    )
+    dry_run = args.dry_run or args.screens is not None
+    screen = ImageScreen(args.screens) if args.screens else MssScreen(args.monitor)
+    if dry_run:
+        executor = DryRunExecutor(log=lambda line: print(line, flush=True))
+    else:
+        from actions.pyautogui_executor import PyAutoGuiExecutor
+
+        executor = PyAutoGuiExecutor()
+    planner = GLMPlanner(settings)
+    recorder = JsonlRecorder(args.recordings, args.task, settings.public(),
+                             mode="dry-run" if dry_run else "run")
+    limits = Limits(max_steps=args.max_steps, max_time_s=args.max_time, max_cost_usd=args.max_cost)
+    print(f"deskpilot: {settings.provider} {settings.model}, {'dry run' if dry_run else 'live'}; "
+          f"recording to {recorder.path}", flush=True)
+    if not dry_run:
+        print("deskpilot: stop with Ctrl-C, or throw the mouse into a screen corner", flush=True)
+    try:
+        result = run_episode(args.task, screen=screen, planner=planner, executor=executor,
+                             settings=settings, limits=limits, recorder=recorder,
+                             on_step=lambda s: print(step_line(s), flush=True),
+                             settle=None if dry_run else _fixed_settle(0.5))
+    finally:
+        planner.close()
+        print(f"deskpilot: recording in {recorder.path}", flush=True)
+    outcome = result.outcome
+    cost = f", ${outcome.cost_usd:.4f}" if outcome.cost_usd else ""
+    print(f"deskpilot: {outcome.status} after {outcome.steps} steps, {outcome.duration_s:.1f}s, "
+          f"{outcome.prompt_tokens + outcome.completion_tokens} tokens{cost}: {outcome.message}")
+    if outcome.answer:
+        print(f"answer: {outcome.answer}")
+    return STATUS_EXIT.get(outcome.status, EXIT_NOT_DONE)
+
+
+def _fixed_settle(seconds: float):
+    def settle() -> float:
+        time.sleep(seconds)
+        return seconds
+    return settle
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except DeskpilotError as exc:
+        print(f"deskpilot: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("deskpilot: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: say so without a wall of traceback
+        if os.environ.get("DESKPILOT_DEBUG"):
+            raise
+        print(f"deskpilot: internal error: {type(exc).__name__}: {exc} "
+              "(set DESKPILOT_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

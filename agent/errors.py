@@ -1,0 +1,93 @@
+"""The exception tree of deskpilot, and the exit code each one maps to.
+
+Two families, kept apart on purpose:
+
+* ``ModelError``: *the model was wrong*. Its reply could not be parsed, named an
+  unknown action, or pointed outside the image. These are recorded, shown back to the
+  model, and retried a bounded number of times. They never reach the user as a crash.
+* ``DeskpilotError``: *we (or the user's setup) were wrong*. Bad flags or configuration,
+  a rejected key, an unreachable endpoint, no display. Raised with a message that says
+  what to do, and turned by the CLI into a documented exit code with no traceback.
+
+::
+
+    Exception
+     +-- ModelError                      the model's reply was unusable (retried)
+     |    +-- UnparseableReply           no action could be found in the reply
+     |    +-- UnknownAction              an action name outside the action space
+     |    +-- InvalidArguments           arguments missing or of the wrong shape
+     |    +-- CoordinateOutOfRange       a coordinate outside 0-1000 (model space)
+     |    +-- EmptyReply                 no content at all (thinking ate the budget)
+     +-- DeskpilotError                  exit_code says how the CLI ends
+          +-- UsageError                 exit 2: bad flags, config, input files
+          +-- DisplayError               exit 2: no display / Wayland / bad monitor
+          +-- EndpointError              exit 3: the model endpoint failed
+          |    +-- AuthRejected          exit 3: 401/403 from the provider
+          +-- Interrupted                exit 130: kill hotkey or Ctrl-C
+"""
+
+from __future__ import annotations
+
+EXIT_DONE = 0
+EXIT_NOT_DONE = 1  # the model declared the task infeasible, or a budget ran out
+EXIT_USAGE = 2
+EXIT_ENDPOINT = 3
+EXIT_INTERRUPTED = 130
+
+
+class ModelError(Exception):
+    """The model's reply could not be turned into an action. Shown back to the model."""
+
+
+class UnparseableReply(ModelError):
+    """No action call, tool call, JSON action or box was found in the reply."""
+
+
+class UnknownAction(ModelError):
+    """The reply named an action that is not in the action space."""
+
+
+class InvalidArguments(ModelError):
+    """The action's arguments were missing, malformed or of the wrong type."""
+
+
+class CoordinateOutOfRange(ModelError):
+    """A coordinate outside 0-1000: the model space is thousandths of the sent image."""
+
+
+class EmptyReply(ModelError):
+    """The reply had no content (often: reasoning consumed the whole token budget)."""
+
+
+class DeskpilotError(Exception):
+    """Something outside the model went wrong; the message says what to do."""
+
+    exit_code = EXIT_USAGE
+
+
+class UsageError(DeskpilotError):
+    """Bad command-line input, configuration or input file."""
+
+    exit_code = EXIT_USAGE
+
+
+class DisplayError(DeskpilotError):
+    """No usable display: no X server, Wayland, or a monitor that does not exist."""
+
+    exit_code = EXIT_USAGE
+
+
+class EndpointError(DeskpilotError):
+    """The model endpoint failed: unreachable after retries, or an HTTP error."""
+
+    exit_code = EXIT_ENDPOINT
+
+
+class AuthRejected(EndpointError):
+    """The provider rejected the API key (HTTP 401 or 403)."""
+
+
+class Interrupted(DeskpilotError):
+    """The run was stopped by the kill hotkey or Ctrl-C."""
+
+    exit_code = EXIT_INTERRUPTED

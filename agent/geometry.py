@@ -1,0 +1,141 @@
+"""Pure conversions between the three coordinate spaces. No I/O, no state.
+
+1. **model space**: thousandths (0-1000) of the image the model was sent. Because the
+   sent image is a resize of the whole capture, a thousandth of the sent image is the
+   same fraction of the captured image: we never need the sent size to ground a point.
+2. **image space**: pixels of the captured screenshot of one monitor (physical pixels,
+   what mss returns).
+3. **screen space**: what the input library moves to. pyautogui uses logical points on
+   macOS Retina (physical pixels elsewhere) in the virtual-desktop frame, where a
+   monitor's origin can be negative. ``MonitorGeometry.scale`` is image pixels per
+   screen unit (2.0 on Retina, 1.0 on X11 and DPI-aware Windows).
+
+Every variable holding a coordinate says its space in its name (``*_model``,
+``*_image``, ``*_screen``). Image-token cost (the 28-pixel rule) lives here too, since it
+is arithmetic on sizes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from agent.errors import CoordinateOutOfRange
+
+MODEL_SPACE = 1000
+PATCH = 28  # one visual token per 28x28 pixels of the (resized) image
+MAX_IMAGE_TOKENS = 6144  # the server downscales anything larger
+
+
+@dataclass(frozen=True)
+class MonitorGeometry:
+    """Where one monitor's capture sits in screen space.
+
+    ``left``/``top``: the monitor's origin in screen space (may be negative).
+    ``width``/``height``: the captured image's size in image pixels.
+    ``scale``: image pixels per screen unit.
+    """
+
+    left: int
+    top: int
+    width: int
+    height: int
+    scale: float = 1.0
+
+    @property
+    def size_image(self) -> tuple[int, int]:
+        return (self.width, self.height)
+
+
+def box_center(box_model: tuple[int, ...]) -> tuple[float, float]:
+    """The point of a model-space point or box: a box's centre, a point itself."""
+    if len(box_model) == 2:
+        return float(box_model[0]), float(box_model[1])
+    if len(box_model) == 4:
+        x1, y1, x2, y2 = box_model
+        return (x1 + x2) / 2, (y1 + y2) / 2
+    raise ValueError(f"a point has 2 coordinates and a box 4, got {box_model!r}")
+
+
+def model_to_image(point_model: tuple[float, float], size_image: tuple[int, int]) -> tuple[int, int]:
+    """Thousandths of the sent image -> pixel of the captured image (clamped inside it).
+
+    Raises CoordinateOutOfRange (a model error) for values outside 0-1000: they are
+    not clicked, because they are almost always pixels mistaken for thousandths.
+    """
+    x_model, y_model = point_model
+    for value in (x_model, y_model):
+        if not 0 <= value <= MODEL_SPACE:
+            raise CoordinateOutOfRange(
+                f"coordinate {value:g} is outside 0-{MODEL_SPACE} (thousandths of the image)"
+            )
+    width_image, height_image = size_image
+    x_image = min(int(round(x_model / MODEL_SPACE * width_image)), width_image - 1)
+    y_image = min(int(round(y_model / MODEL_SPACE * height_image)), height_image - 1)
+    return x_image, y_image
+
+
+def image_to_model(point_image: tuple[float, float], size_image: tuple[int, int]) -> tuple[int, int]:
+    """Pixel of an image -> thousandths of it (what a correct model would answer)."""
+    width_image, height_image = size_image
+    x_model = int(round(point_image[0] / width_image * MODEL_SPACE))
+    y_model = int(round(point_image[1] / height_image * MODEL_SPACE))
+    return min(x_model, MODEL_SPACE - 1), min(y_model, MODEL_SPACE - 1)
+
+
+def image_to_screen(point_image: tuple[int, int], monitor: MonitorGeometry) -> tuple[int, int]:
+    """Pixel of the captured image -> input-library coordinates in the virtual desktop."""
+    x_screen = monitor.left + int(math.floor(point_image[0] / monitor.scale))
+    y_screen = monitor.top + int(math.floor(point_image[1] / monitor.scale))
+    return x_screen, y_screen
+
+
+def screen_to_image(point_screen: tuple[int, int], monitor: MonitorGeometry) -> tuple[int, int]:
+    """Input-library coordinates -> pixel of this monitor's captured image."""
+    return (
+        int(round((point_screen[0] - monitor.left) * monitor.scale)),
+        int(round((point_screen[1] - monitor.top) * monitor.scale)),
+    )
+
+
+def ground(box_model: tuple[int, ...], monitor: MonitorGeometry) -> tuple[tuple[int, int], tuple[int, int]]:
+    """A model-space point or box -> (pixel in image space, point in screen space)."""
+    point_image = model_to_image(box_center(box_model), monitor.size_image)
+    return point_image, image_to_screen(point_image, monitor)
+
+
+# --- image-token cost -------------------------------------------------------------
+
+
+def image_tokens(size: tuple[int, int]) -> int:
+    """Visual tokens for an image: one per 28x28 patch of the server's resize.
+
+    The server rounds each side to the nearest multiple of 28 (at least one patch) and
+    downscales anything above about 6,144 patches. Matches GLM45V.md's table:
+    960x540 -> 646, 1280x720 -> 1,196, 1920x1080 -> 2,691, 2560x1440 -> 4,641.
+    """
+    width, height = size
+    tokens = max(1, round(width / PATCH)) * max(1, round(height / PATCH))
+    if tokens > MAX_IMAGE_TOKENS:
+        w, h = fit_to_tokens(size, MAX_IMAGE_TOKENS)
+        tokens = (w // PATCH) * (h // PATCH)
+    return tokens
+
+
+def fit_to_tokens(size: tuple[int, int], max_tokens: int) -> tuple[int, int]:
+    """The size to send an image at so it costs at most max_tokens.
+
+    An image within budget keeps its native size. A larger one is downscaled keeping
+    its aspect ratio, to sides that are multiples of 28, so the server does not stretch
+    it again.
+    """
+    width, height = size
+    if max(1, round(width / PATCH)) * max(1, round(height / PATCH)) <= max_tokens:
+        return width, height
+    factor = math.sqrt(max_tokens * PATCH * PATCH / (width * height))
+    while True:
+        cols = max(1, math.floor(width * factor / PATCH))
+        rows = max(1, math.floor(height * factor / PATCH))
+        if cols * rows <= max_tokens:
+            return cols * PATCH, rows * PATCH
+        factor *= 0.99

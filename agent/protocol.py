@@ -1,0 +1,233 @@
+"""The wire format: building one chat-completions request per step, and reading the reply.
+
+Request: ONE user message per step in the trained layout (task, platform, action space,
+history as text lines with the most recent screenshots at half size and older ones
+marked omitted, the Memory list, the output format, the current full-size screenshot
+last), plus each provider's own parameters exactly as GLM45V.md gives them. The request
+is kept inside the model's 64K context by dropping the oldest history shots, then the
+oldest history lines.
+
+Reply: ``RawReply`` keeps what the server said (content, reasoning, tool calls, finish
+reason, usage). Parsing it into an action lives in ``agent.parsing``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+import prompts
+from actions.schema import tool_schemas
+from agent.config import Settings
+from agent.screen import SentImage
+
+CONTEXT_TOKENS = 65_536
+CONTEXT_MARGIN = 1_024  # chat template, special tokens, our estimate's error
+CHARS_PER_TOKEN = 3.0  # conservative for English prompt text; CJK is counted per char
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One earlier step as the model sees it again."""
+
+    step: int
+    thought: str
+    action_text: str
+    image: SentImage | None  # half-size screenshot, or None once it is too old
+    result: str = ""  # e.g. an execution note
+
+
+@dataclass
+class StepRequest:
+    """What the planner is asked at one step (and one retry)."""
+
+    task: str
+    step: int
+    screenshot: SentImage
+    history: list[HistoryEntry] = field(default_factory=list)
+    memory: list[Any] = field(default_factory=list)
+    feedback: str | None = None  # what was wrong with the previous reply, on a retry
+
+
+class RawReply(BaseModel):
+    """What the server answered, kept verbatim for the recording and for replay."""
+
+    content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model: str | None = None
+
+    @classmethod
+    def from_completion(cls, data: dict[str, Any]) -> RawReply:
+        """Read an OpenAI-style chat completion (with each provider's reasoning field)."""
+        choices = data.get("choices") or [{}]
+        choice = choices[0] or {}
+        message = choice.get("message") or {}
+        usage = data.get("usage") or {}
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
+        return cls(
+            content=message.get("content"),
+            reasoning=reasoning if isinstance(reasoning, str) else None,
+            tool_calls=message.get("tool_calls") or None,
+            finish_reason=choice.get("finish_reason"),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            model=data.get("model"),
+        )
+
+
+def platform_name() -> str:
+    if sys.platform == "darwin":
+        return "macOS"
+    if sys.platform.startswith("win"):
+        return "Windows"
+    return "Linux"
+
+
+def estimate_text_tokens(text: str) -> int:
+    """A cautious token estimate: ASCII at 3 chars a token, anything else a token a char."""
+    ascii_chars = sum(1 for ch in text if ord(ch) < 128)
+    return int(ascii_chars / CHARS_PER_TOKEN) + (len(text) - ascii_chars) + 1
+
+
+@dataclass(frozen=True)
+class BuiltMessage:
+    """The user message for one step and what it is estimated to cost."""
+
+    content: list[dict[str, Any]]
+    prompt_text: str  # all text parts joined, images as [image WxH]: safe to record
+    estimated_tokens: int
+    history_images: int
+    history_lines: int
+
+
+def _image_part(image: SentImage, settings: Settings) -> dict[str, Any]:
+    url: dict[str, Any] = {"url": image.data_url}
+    if settings.preset.image_detail:
+        url["detail"] = settings.preset.image_detail  # SiliconFlow: "high"; never "auto"
+    return {"type": "image_url", "image_url": url}
+
+
+def build_message(request: StepRequest, settings: Settings, use_tools: bool) -> BuiltMessage:
+    """The one user message of a step, fitted into the context window."""
+    budget = CONTEXT_TOKENS - settings.max_tokens - CONTEXT_MARGIN
+    if use_tools:
+        budget -= estimate_text_tokens(json.dumps(tool_schemas()))
+    history = list(request.history)
+    shots_allowed = settings.history_images
+    while True:
+        built = _compose(request, settings, history, shots_allowed, use_tools)
+        if built.estimated_tokens <= budget:
+            return built
+        if built.history_images > 0:
+            shots_allowed = built.history_images - 1  # drop the oldest shot first
+        elif history:
+            history = history[1:]  # then the oldest lines
+        else:
+            return built  # nothing left to drop: the server will say if it is too long
+
+
+def _compose(request: StepRequest, settings: Settings, history: list[HistoryEntry],
+             shots_allowed: int, use_tools: bool) -> BuiltMessage:
+    width, height = request.screenshot.size
+    parts: list[dict[str, Any]] = []
+    text_log: list[str] = []
+    tokens = 0
+
+    def add_text(text: str) -> None:
+        nonlocal tokens
+        if parts and parts[-1]["type"] == "text":
+            parts[-1]["text"] += text
+        else:
+            parts.append({"type": "text", "text": text})
+        text_log.append(text)
+        tokens += estimate_text_tokens(text)
+
+    def add_image(image: SentImage) -> None:
+        nonlocal tokens
+        parts.append(_image_part(image, settings))
+        text_log.append(f"[image {image.size[0]}x{image.size[1]}]")
+        tokens += image.tokens
+
+    omitted_before = request.history[0].step if request.history else 1
+    first_kept = history[0].step if history else request.step
+    history_note = "" if history or not request.history else "(earlier steps omitted)\n"
+    if not request.history:
+        history_note = "(none: this is the first step)\n"
+    elif first_kept > omitted_before:
+        history_note = f"(steps {omitted_before}-{first_kept - 1} omitted)\n"
+    add_text(prompts.render("step_head", task=request.task, platform=platform_name(),
+                            width=width, height=height).rstrip("\n"))
+    if history_note:
+        add_text("\n" + history_note.rstrip("\n"))
+    with_shot = {entry.step for entry in history if entry.image is not None}
+    with_shot = set(sorted(with_shot)[-shots_allowed:]) if shots_allowed else set()
+    for entry in history:
+        shown = entry.step in with_shot
+        line = prompts.render("history_step", step=entry.step,
+                              screenshot="" if shown else "(omitted)",
+                              thought=" ".join(entry.thought.split()) or "-",
+                              action=entry.action_text,
+                              result=f" Result: {entry.result}" if entry.result else "").rstrip("\n")
+        if shown:
+            head, _, tail = line.partition("Screenshot: ")
+            add_text("\n" + head + "Screenshot: ")
+            add_image(entry.image)  # type: ignore[arg-type]
+            add_text(" " + tail.lstrip())
+        else:
+            add_text("\n" + line)
+    memory = json.dumps(request.memory, ensure_ascii=False) if request.memory else "[]"
+    feedback = prompts.render("feedback", problem=request.feedback) if request.feedback else ""
+    output_format = prompts.render("output_tools" if use_tools else "output_text").rstrip("\n")
+    add_text(prompts.render("step_tail", memory=memory, feedback=feedback,
+                            output_format=output_format, step=request.step))
+    add_image(request.screenshot)
+    return BuiltMessage(parts, "".join(text_log), tokens, len(with_shot), len(history))
+
+
+def thinking_params(settings: Settings) -> dict[str, Any]:
+    """The thinking switch in the provider's own shape (GLM45V.md, Providers table)."""
+    style = settings.preset.thinking_style
+    if style == "siliconflow":
+        params: dict[str, Any] = {"enable_thinking": settings.thinking}
+        if settings.thinking and settings.thinking_budget:
+            params["thinking_budget"] = max(128, min(32768, settings.thinking_budget))
+        return params
+    if style == "zai":
+        return {"thinking": {"type": "enabled" if settings.thinking else "disabled"}}
+    if style == "openrouter":
+        reasoning: dict[str, Any] = {"enabled": settings.thinking}
+        if settings.thinking and settings.thinking_budget:
+            reasoning["max_tokens"] = settings.thinking_budget
+        return {"reasoning": reasoning}
+    if style == "vllm":
+        return {"chat_template_kwargs": {"enable_thinking": settings.thinking}, "skip_special_tokens": False}
+    return {}
+
+
+def build_body(request: StepRequest, settings: Settings, use_tools: bool) -> tuple[dict[str, Any], BuiltMessage]:
+    """The JSON body of one chat-completions request, and the message it holds."""
+    message = build_message(request, settings, use_tools)
+    max_tokens = settings.max_tokens
+    if settings.thinking and settings.thinking_budget:
+        # reasoning counts against max_tokens: leave room for the answer after it
+        max_tokens = max(max_tokens, settings.thinking_budget + 1024)
+    body: dict[str, Any] = {
+        "model": settings.model,
+        "messages": [{"role": "user", "content": message.content}],
+        "max_tokens": max_tokens,
+        "temperature": settings.temperature,
+        "stream": False,
+    }
+    body.update(thinking_params(settings))
+    if use_tools:
+        body["tools"] = tool_schemas()
+        body["tool_choice"] = "auto"  # Z.ai accepts only auto; never "none" with tools
+    return body, message

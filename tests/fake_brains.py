@@ -1,0 +1,74 @@
+"""Fake models for the fake server: they look at the screenshot they were sent.
+
+``FormBrain`` does the form task the way a correct GLM-4.5V would: it finds the cyan
+field and the magenta OK button by colour in the *sent* image, answers in thousandths of
+that image, and replies as tool calls when tools were offered, else in the trained text
+format with box tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from PIL import Image, ImageChops
+
+from actions.schema import action_to_call, build_action
+from agent.fakeserver import images_in
+from agent.geometry import image_to_model
+
+CYAN = (0, 255, 255)
+MAGENTA = (255, 0, 255)
+
+
+def find_color(image: Image.Image, rgb: tuple[int, int, int], tolerance: int = 40) -> tuple[int, int, int, int]:
+    """Bounding box (x1, y1, x2, y2) of the pixels close to ``rgb``; raises if none."""
+    bands = image.convert("RGB").split()
+    masks = [band.point(lambda v, c=c: 255 if abs(v - c) <= tolerance else 0) for band, c in zip(bands, rgb)]
+    mask = ImageChops.multiply(ImageChops.multiply(masks[0], masks[1]), masks[2])
+    box = mask.getbbox()
+    if box is None:
+        raise LookupError(f"no pixel of colour {rgb} in the screenshot")
+    return box[0], box[1], box[2] - 1, box[3] - 1
+
+
+def thousandths_of(image: Image.Image, rgb: tuple[int, int, int]) -> list[int]:
+    x1, y1, x2, y2 = find_color(image, rgb)
+    return list(image_to_model(((x1 + x2) / 2, (y1 + y2) / 2), image.size))
+
+
+def steps_done(body: dict[str, Any]) -> int:
+    text = "".join(p.get("text", "") for p in body["messages"][0]["content"] if p["type"] == "text")
+    return len(re.findall(r"^step \d+: ", text, flags=re.M))
+
+
+class FormBrain:
+    """Click the field, type ``text``, click OK, then DONE. Records what it saw."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sent_sizes: list[tuple[int, int]] = []
+
+    def __call__(self, body: dict[str, Any]) -> Any:
+        screenshot = images_in(body)[-1]  # the current screenshot comes last
+        self.sent_sizes.append(screenshot.size)
+        step = steps_done(body)
+        if step == 0:
+            call = ("left_click", {"start_box": str(thousandths_of(screenshot, CYAN)), "element_info": "name field"})
+        elif step == 1:
+            call = ("type", {"content": self.text})
+        elif step == 2:
+            call = ("left_click", {"start_box": str(thousandths_of(screenshot, MAGENTA)), "element_info": "OK button"})
+        else:
+            call = ("DONE", {})
+        return reply(call, tools="tools" in body)
+
+
+def reply(call: tuple[str, dict[str, Any]], tools: bool) -> Any:
+    name, args = call
+    if tools:
+        return {"content": f"Next: {name}.", "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}]}
+    text_call = action_to_call(build_action(name, args))
+    return f"\nNext: {name}.\n<|begin_of_box|>{text_call}<|end_of_box|>\nMemory: []"

@@ -1,0 +1,76 @@
+"""The deskpilot command line, run as a user would: a subprocess against the fake server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.fakeserver import FakeModelServer
+from agent.trajectory import load
+from tests.conftest import cli_env
+from tests.fake_brains import FormBrain
+
+SCREENS = Path(__file__).parent / "screens" / "dialog"
+
+
+def deskpilot(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True,
+                          env=cli_env(**env), timeout=60)
+
+
+@pytest.mark.parametrize("protocol", ["tools", "text"])
+def test_dry_run_against_a_fake_server(tmp_path, protocol):
+    brain = FormBrain("report.txt")
+    with FakeModelServer(brain) as server:
+        proc = deskpilot("run", "name the file report.txt and press OK", "--provider", "vllm",
+                         "--base-url", server.base_url, "--protocol", protocol, "--dry-run",
+                         "--screens", str(SCREENS), "--recordings", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    would = [line for line in proc.stdout.splitlines() if line.startswith("dry-run: would")]
+    assert would == [
+        "dry-run: would left_click at (640, 398)",  # centre of the cyan field (440-840, 380-416)
+        "dry-run: would type 'report.txt'",
+        "dry-run: would left_click at (640, 524)",  # centre of the magenta OK (560-720, 500-548)
+    ]
+    assert "step   1  left_click 'name field' -> (640, 398)" in proc.stdout
+    assert ("tools" in server.requests[0]) == (protocol == "tools")
+    (folder,) = tmp_path.iterdir()
+    rec = load(folder)
+    assert rec.outcome.status == "done" and len(rec.steps) == 4
+    assert [t.point_screen for s in rec.steps for t in s.targets] == [[640, 398], [640, 524]]
+
+
+def test_help_works_without_a_display():
+    proc = deskpilot("run", "--help", DISPLAY="")
+    assert proc.returncode == 0 and "--provider" in proc.stdout and "130" in proc.stdout
+
+
+def test_missing_key_is_a_clear_usage_error(tmp_path):
+    proc = deskpilot("run", "x", "--screens", str(SCREENS), "--recordings", str(tmp_path))
+    assert proc.returncode == 2
+    assert "SILICONFLOW_API_KEY" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_flag_exits_2_without_traceback():
+    proc = deskpilot("run", "x", "--max-steps", "zero")
+    assert proc.returncode == 2 and "not a whole number" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_no_display_says_what_to_do(tmp_path):
+    proc = deskpilot("run", "x", "--provider", "vllm", "--recordings", str(tmp_path), DISPLAY="", WAYLAND_DISPLAY="")
+    assert proc.returncode == 2
+    assert "no X display: set DISPLAY or use --dry-run --screens" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unreachable_endpoint_exits_3(tmp_path):
+    with FakeModelServer(lambda body: "DONE()") as server:
+        url = server.base_url
+    proc = deskpilot("run", "x", "--provider", "vllm", "--base-url", url, "--screens", str(SCREENS),
+                     "--recordings", str(tmp_path), "--retries", "1")
+    assert proc.returncode == 3 and "failed" in proc.stderr and "Traceback" not in proc.stderr
+    (folder,) = tmp_path.iterdir()
+    assert json.loads((folder / "outcome.json").read_text())["status"] == "error"
