@@ -141,7 +141,8 @@ class Scroll(_Action):
 
     kind: Literal["scroll"] = "scroll"
     start_box: ModelBox
-    direction: Literal["up", "down"]
+    direction: Annotated[Literal["up", "down"],
+                         BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v)]
     step: Annotated[int, Field(ge=1, le=50, description="How many wheel clicks.")] = 5
     element_info: ElementInfo = ""
 
@@ -189,6 +190,8 @@ _ALIASES = {
     "keypress": "key", "type_text": "type", "input": "type", "input_text": "type",
     "move": "hover", "mouse_move": "hover", "finished": "DONE", "finish": "DONE",
     "answer": "DONE", "infeasible": "FAIL", "wait": "WAIT", "done": "DONE", "fail": "FAIL",
+    "left_single": "left_click", "left_double": "left_double_click", "right_single": "right_click",
+    "double_left_click": "left_double_click", "press_key": "key", "key_press": "key", "write": "type",
 }
 # Argument names seen in the wild, mapped to the trained ones.
 _ARG_ALIASES = {
@@ -225,6 +228,11 @@ def build_action(name: str, arguments: dict[str, Any]) -> Action:
         args["keys"] = "+".join(str(k) for k in args["keys"])
     if kind == "DONE" and "answer" not in args and isinstance(args.get("content"), str):
         args["answer"] = args.pop("content")
+    if kind == "FAIL" and "reason" not in args:
+        for other in ("content", "answer"):
+            if isinstance(args.get(other), str):
+                args["reason"] = args.pop(other)
+                break
     args["kind"] = kind
     try:
         return ACTION_ADAPTER.validate_python(args)
