@@ -13,6 +13,7 @@ Exit codes (also in ``--help`` and the README):
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
@@ -23,10 +24,14 @@ from agent.config import PROVIDERS, Settings
 from agent.errors import (
     EXIT_DONE, EXIT_INTERRUPTED, EXIT_NOT_DONE, EXIT_USAGE, DeskpilotError, UsageError,
 )
+from agent.safety import DEFAULT_ALWAYS_CONFIRM, DEFAULT_KILL_HOTKEY, Approver, KillSwitch, Secrets, SecretTypingExecutor
 from agent.screen import DEFAULT_IMAGE_TOKENS
 from agent.trajectory import Step
 
 EXIT_INTERNAL = 4
+# Modules that add a subcommand: each has register(commands), adding a parser whose
+# func(args) returns an exit code (and raises DeskpilotError for errors).
+COMMAND_MODULES: tuple[str, ...] = ()
 EXIT_CODES_HELP = """exit codes:
   0    the model declared the task done
   1    the model declared it infeasible, or a step/time/cost budget ran out
@@ -88,13 +93,26 @@ def build_parser() -> argparse.ArgumentParser:
                             "with exponential backoff (default: 4)")
     model.add_argument("--timeout", type=_positive_float, default=120.0, metavar="SECONDS",
                        help="how long to wait for the model's reply (default: 120)")
+    model.add_argument("--connect-timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                       help="how long to wait to connect to the endpoint (default: 10)")
     limits = run.add_argument_group("limits and output")
     limits.add_argument("--max-steps", type=_positive_int, default=30, metavar="N", help="step budget (default: 30)")
     limits.add_argument("--max-time", type=_positive_float, metavar="SECONDS", help="time budget")
     limits.add_argument("--max-cost", type=_positive_float, metavar="USD", help="cost budget (estimated)")
+    safety = run.add_argument_group("safety")
+    safety.add_argument("--kill-hotkey", default=DEFAULT_KILL_HOTKEY, metavar="KEYS",
+                        help="global hotkey that stops the run from any window: KEY*N (a key pressed "
+                             f"N times within 1.5 s) or a combo like ctrl+alt+q (default: {DEFAULT_KILL_HOTKEY})")
+    safety.add_argument("--confirm", action="store_true",
+                        help="ask approve / skip / edit / quit before every action")
+    safety.add_argument("--always-confirm", default=",".join(DEFAULT_ALWAYS_CONFIRM), metavar="COMBOS",
+                        help="key combinations that always need approval, comma-separated "
+                             "(default: %(default)s)")
     limits.add_argument("--recordings", default="recordings", metavar="DIR",
                         help="where runs are recorded (default: ./recordings)")
     run.set_defaults(func=cmd_run)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(commands)
     return parser
 
 
@@ -152,29 +170,43 @@ def cmd_run(args: argparse.Namespace) -> int:
         thinking=args.thinking, thinking_budget=args.thinking_budget, protocol=args.protocol,
         monitor=args.monitor, max_steps=args.max_steps, max_image_tokens=args.max_image_tokens,
         history_images=args.history_images, max_retries=args.retries, read_timeout=args.timeout,
+        connect_timeout=args.connect_timeout,
     )
+    key = [settings.api_key.get_secret_value()] if settings.api_key else []
+    secrets = Secrets.from_task(args.task, extra=key)
+    _SCRUB.append(secrets.scrub)
     dry_run = args.dry_run or args.screens is not None
     screen = ImageScreen(args.screens) if args.screens else MssScreen(args.monitor)
+    kill_switch = None
+    if args.screens is None:
+        kill_switch = KillSwitch(args.kill_hotkey).start()
     if dry_run:
         executor = DryRunExecutor(log=lambda line: print(line, flush=True))
     else:
         from actions.pyautogui_executor import PyAutoGuiExecutor
 
-        executor = PyAutoGuiExecutor()
-    planner = GLMPlanner(settings)
+        stop = kill_switch.stop_event.is_set if kill_switch else None
+        executor = SecretTypingExecutor(PyAutoGuiExecutor(should_stop=stop), secrets)
+    approve = Approver(args.confirm, _split(args.always_confirm))
+    planner = GLMPlanner(settings, stop_event=kill_switch.stop_event if kill_switch else None)
     recorder = JsonlRecorder(args.recordings, args.task, settings.public(),
                              mode="dry-run" if dry_run else "run")
     limits = Limits(max_steps=args.max_steps, max_time_s=args.max_time, max_cost_usd=args.max_cost)
     print(f"deskpilot: {settings.provider} {settings.model}, {'dry run' if dry_run else 'live'}; "
           f"recording to {recorder.path}", flush=True)
-    if not dry_run:
-        print("deskpilot: stop with Ctrl-C, or throw the mouse into a screen corner", flush=True)
+    if kill_switch is not None:
+        print(f"deskpilot: stop with {args.kill_hotkey} (from any window), Ctrl-C here, "
+              "or throw the mouse into a screen corner", flush=True)
     try:
         result = run_episode(args.task, screen=screen, planner=planner, executor=executor,
                              settings=settings, limits=limits, recorder=recorder,
-                             on_step=lambda s: print(step_line(s), flush=True),
+                             on_step=lambda s: print(secrets.scrub(step_line(s)), flush=True),
+                             stop_event=kill_switch.stop_event if kill_switch else None,
+                             approve=approve, scrub=secrets.scrub,
                              settle=None if dry_run else _fixed_settle(0.5))
     finally:
+        if kill_switch is not None:
+            kill_switch.stop()
         planner.close()
         print(f"deskpilot: recording in {recorder.path}", flush=True)
     outcome = result.outcome
@@ -184,6 +216,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if outcome.answer:
         print(f"answer: {outcome.answer}")
     return STATUS_EXIT.get(outcome.status, EXIT_NOT_DONE)
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+_SCRUB: list = []  # secret scrubbers of the running command, applied to error messages
+
+
+def _scrub(text: str) -> str:
+    for scrub in _SCRUB:
+        text = scrub(text)
+    return text
 
 
 def _fixed_settle(seconds: float):
@@ -202,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except DeskpilotError as exc:
-        print(f"deskpilot: error: {exc}", file=sys.stderr)
+        print(f"deskpilot: error: {_scrub(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("deskpilot: interrupted", file=sys.stderr)
@@ -210,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so without a wall of traceback
         if os.environ.get("DESKPILOT_DEBUG"):
             raise
-        print(f"deskpilot: internal error: {type(exc).__name__}: {exc} "
+        print(f"deskpilot: internal error: {type(exc).__name__}: {_scrub(str(exc))} "
               "(set DESKPILOT_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
         return EXIT_INTERNAL
 

@@ -24,6 +24,7 @@ from agent.geometry import MonitorGeometry, ground
 from agent.parsing import parse_reply
 from agent.planner import Planner
 from agent.protocol import HistoryEntry, StepRequest
+from agent.safety import Decision
 from agent.screen import Screen, prepare_for_model
 from agent.trajectory import Attempt, Geometry, JsonlRecorder, Outcome, SentInfo, Step, Target, Timings
 
@@ -63,9 +64,14 @@ def run_episode(task: str, *, screen: Screen, planner: Planner, executor: Execut
                 recorder: JsonlRecorder | None = None,
                 on_step: Callable[[Step], None] | None = None,
                 settle: Callable[[], float] | None = None,
-                stop_event: threading.Event | None = None) -> EpisodeResult:
+                stop_event: threading.Event | None = None,
+                approve: Callable[[Action, str], Decision] | None = None,
+                scrub: Callable[[str], str] | None = None) -> EpisodeResult:
     """Run one task to its end. Returns the outcome; raises DeskpilotError for our errors
-    (after recording the outcome) and Interrupted for Ctrl-C / the kill switch."""
+    (after recording the outcome) and Interrupted for Ctrl-C / the kill switch.
+
+    ``approve`` is asked before each action runs (see agent.safety.Approver); ``scrub``
+    removes secret values from everything recorded."""
     limits = limits or Limits(max_steps=settings.max_steps)
     started = time.monotonic()
     history: list[HistoryEntry] = []
@@ -75,8 +81,16 @@ def run_episode(task: str, *, screen: Screen, planner: Planner, executor: Execut
     outcome: Outcome | None = None
 
     def finish(status: str, message: str = "", answer: str | None = None) -> Outcome:
-        return Outcome(status=status, message=message, answer=answer, steps=len(steps),
-                       duration_s=round(time.monotonic() - started, 3), **totals)
+        outcome = Outcome(status=status, message=message, answer=answer, steps=len(steps),
+                          duration_s=round(time.monotonic() - started, 3), **totals)
+        return _scrubbed(outcome, scrub)
+
+    def record(step: Step) -> None:
+        steps.append(step)
+        if recorder is not None:
+            recorder.write_step(_scrubbed(step, scrub))
+        if on_step is not None:
+            on_step(step)
 
     try:
         for number in range(1, limits.max_steps + 1):
@@ -87,7 +101,7 @@ def run_episode(task: str, *, screen: Screen, planner: Planner, executor: Execut
                 outcome = finish(*budget_stop)
                 break
             step, entry, action = _run_step(number, task, screen, planner, executor, settings, limits,
-                                            history, memory, recorder, steps, totals, settle, on_step)
+                                            history, memory, recorder, record, totals, settle, approve)
             history.append(entry)
             _drop_old_images(history, settings.history_images)
             if step.memory is not None:
@@ -101,8 +115,10 @@ def run_episode(task: str, *, screen: Screen, planner: Planner, executor: Execut
         else:
             outcome = finish("max_steps", f"the step budget ({limits.max_steps}) ran out")
     except KeyboardInterrupt:
-        outcome = finish("interrupted", "interrupted by Ctrl-C")
-        raise Interrupted("interrupted by Ctrl-C") from None
+        killed = stop_event is not None and stop_event.is_set()
+        message = "stopped by the kill hotkey" if killed else "interrupted by Ctrl-C"
+        outcome = finish("interrupted", message)
+        raise Interrupted(message) from None
     except Interrupted as exc:
         outcome = finish("interrupted", str(exc))
         raise
@@ -115,6 +131,13 @@ def run_episode(task: str, *, screen: Screen, planner: Planner, executor: Execut
         if recorder is not None:
             recorder.finish(outcome)
     return EpisodeResult(outcome, steps, str(recorder.path) if recorder else None)
+
+
+def _scrubbed(model, scrub):
+    """The same record with every secret value removed from its text."""
+    if scrub is None:
+        return model
+    return type(model).model_validate_json(scrub(model.model_dump_json()))
 
 
 def _budget_exceeded(limits: Limits, started: float, cost: float) -> tuple[str, str] | None:
@@ -134,7 +157,7 @@ def _drop_old_images(history: list[HistoryEntry], keep: int) -> None:
 
 
 def _run_step(number, task, screen, planner, executor, settings, limits, history, memory,
-              recorder, steps, totals, settle, on_step):
+              recorder, record, totals, settle, approve):
     """One step; the Step is recorded whatever happens inside."""
     t0 = time.monotonic()
     shot = screen.capture()
@@ -152,8 +175,9 @@ def _run_step(number, task, screen, planner, executor, settings, limits, history
     result_note = ""
     try:
         feedback = None
+        no_thinking = False
         for _ in range(1 + limits.model_retries):
-            request = StepRequest(task, number, sent, list(history), list(memory), feedback)
+            request = StepRequest(task, number, sent, list(history), list(memory), feedback, no_thinking)
             t_model = time.monotonic()
             result = planner.decide(request)
             step.timings.model_s += time.monotonic() - t_model
@@ -177,6 +201,8 @@ def _run_step(number, task, screen, planner, executor, settings, limits, history
                 attempt.error, attempt.error_type = str(exc), type(exc).__name__
                 feedback = f"{type(exc).__name__}: {exc}"
                 if isinstance(exc, EmptyReply) and raw.reasoning:
+                    # thinking used up the token budget: ask again without thinking
+                    no_thinking = True
                     feedback += " Keep your reasoning short and give the action."
                 continue
             action = parsed.action
@@ -187,6 +213,8 @@ def _run_step(number, task, screen, planner, executor, settings, limits, history
         else:
             step.error = f"no usable action after {1 + limits.model_retries} replies: {feedback}"
             result_note = "no usable action"
+        if action is not None and approve is not None and action.kind not in TERMINAL_KINDS:
+            action, result_note = _ask_approval(approve, action, step)
         if action is not None and action.kind not in TERMINAL_KINDS:
             t_exec = time.monotonic()
             executor.execute(action, [tuple(t.point_screen) for t in step.targets])
@@ -200,13 +228,28 @@ def _run_step(number, task, screen, planner, executor, settings, limits, history
     finally:
         step.timings.model_s = round(step.timings.model_s, 4)
         step.cost_usd = round(step.cost_usd, 8)
-        steps.append(step)
-        if recorder is not None:
-            recorder.write_step(step)
-        if on_step is not None:
-            on_step(step)
+        record(step)
     half = None
     if settings.history_images > 0:
         half = prepare_for_model(shot, settings.max_image_tokens, settings.image_encoding, half=True)
     entry = HistoryEntry(number, step.thought, step.action_text or "(none)", half, result_note)
     return step, entry, action
+
+
+def _ask_approval(approve, action: Action, step: Step) -> tuple[Action | None, str]:
+    """Ask before acting. Returns the action to run (None: skipped) and a note for the model."""
+    where = "".join(f" at ({t.point_screen[0]}, {t.point_screen[1]})" for t in step.targets)
+    decision = approve(action, f"{action_to_call(action)}{where}")
+    if decision.verdict == "quit":
+        step.note = "the user quit at the approval prompt"
+        raise Interrupted("stopped at the approval prompt")
+    if decision.verdict == "skip" or decision.action is None:
+        step.note = "skipped by the user"
+        return None, "skipped by the user"
+    if decision.action != action:
+        step.note = f"edited by the user (the model proposed {step.action_text})"
+        step.action = decision.action.model_dump(mode="json")
+        step.action_text = action_to_call(decision.action)
+        step.targets = ground_action(decision.action, step.geometry)
+        return decision.action, "the user replaced it with " + step.action_text
+    return action, ""

@@ -51,6 +51,7 @@ class StepRequest:
     history: list[HistoryEntry] = field(default_factory=list)
     memory: list[Any] = field(default_factory=list)
     feedback: str | None = None  # what was wrong with the previous reply, on a retry
+    no_thinking: bool = False  # thinking starved the answer last time: switch it off
 
 
 class RawReply(BaseModel):
@@ -214,6 +215,8 @@ def thinking_params(settings: Settings) -> dict[str, Any]:
 
 def build_body(request: StepRequest, settings: Settings, use_tools: bool) -> tuple[dict[str, Any], BuiltMessage]:
     """The JSON body of one chat-completions request, and the message it holds."""
+    if request.no_thinking and settings.thinking:
+        settings = settings.model_copy(update={"thinking": False})
     message = build_message(request, settings, use_tools)
     max_tokens = settings.max_tokens
     if settings.thinking and settings.thinking_budget:

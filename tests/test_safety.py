@@ -1,0 +1,144 @@
+"""Approvals, secrets, the kill-hotkey spec and thinking-starved retries (no display needed)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from actions.executor import DryRunExecutor
+from actions.schema import build_action
+from agent.config import Settings
+from agent.errors import Interrupted, UsageError
+from agent.fakeserver import FakeModelServer
+from agent.loop import Limits, run_episode
+from agent.planner import GLMPlanner, ScriptedPlanner
+from agent.protocol import RawReply
+from agent.safety import Approver, Secrets, SecretTypingExecutor, parse_hotkey
+from agent.screen import ImageScreen
+from agent.trajectory import JsonlRecorder, load
+from tests.conftest import cli_env
+
+SCREENS = Path(__file__).parent / "screens" / "dialog"
+
+
+def approver(answers: str, confirm_all=True, **kw) -> tuple[Approver, io.StringIO]:
+    out = io.StringIO()
+    return Approver(confirm_all, stdin=io.StringIO(answers), stdout=out, **kw), out
+
+
+def episode(replies, tmp_path, approve=None, executor=None):
+    executor = executor or DryRunExecutor()
+    recorder = JsonlRecorder(tmp_path, "t")
+    planner = ScriptedPlanner(replies)
+    kwargs = dict(screen=ImageScreen(SCREENS), planner=planner, executor=executor,
+                  settings=Settings.resolve("vllm"), limits=Limits(max_steps=5), recorder=recorder,
+                  approve=approve)
+    return executor, recorder, planner, kwargs
+
+
+def test_skip_and_edit_at_the_approval_prompt(tmp_path):
+    approve, out = approver("s\ne\nleft_click(start_box='[100,100]')\n")
+    replies = ["left_click(start_box='[500,500]')", "key(keys='ctrl+s')", "DONE()"]
+    executor, recorder, planner, kwargs = episode(replies, tmp_path, approve)
+    assert run_episode("t", **kwargs).outcome.status == "done"
+    assert [(a.kind, a.points_screen) for a in executor.performed] == [("left_click", ((128, 80),))]
+    assert "planned: left_click(start_box='[500,500]') at (640, 400)" in out.getvalue()
+    steps = load(recorder.path).steps
+    assert steps[0].note == "skipped by the user" and steps[0].targets[0].point_screen == [640, 400]
+    assert steps[1].note.startswith("edited by the user") and steps[1].action["kind"] == "left_click"
+    assert planner.calls[1].history[0].result == "skipped by the user"
+
+
+def test_quit_at_the_prompt_stops_the_run(tmp_path):
+    approve, _ = approver("q\n")
+    executor, recorder, _, kwargs = episode(["type(content='x')"], tmp_path, approve)
+    with pytest.raises(Interrupted, match="approval prompt"):
+        run_episode("t", **kwargs)
+    assert executor.performed == [] and load(recorder.path).outcome.status == "interrupted"
+
+
+def test_closed_stdin_never_approves(tmp_path):
+    approve, _ = approver("")
+    executor, _, _, kwargs = episode(["type(content='x')"], tmp_path, approve)
+    with pytest.raises(Interrupted):
+        run_episode("t", **kwargs)
+    assert executor.performed == []
+
+
+@pytest.mark.parametrize("keys,asked", [("alt+F4", True), ("ctrl+alt+del", True), ("win+l", True),
+                                        ("ctrl+s", False), ("alt", False)])
+def test_risky_combos_always_need_approval(keys, asked):
+    approve, _ = approver("", confirm_all=False)
+    assert approve.needs_approval(build_action("key", {"keys": keys})) is asked
+    assert not approve.needs_approval(build_action("left_click", {"start_box": "[1,1]"}))
+
+
+def test_secrets_reach_only_the_executor():
+    secrets = Secrets.from_task("log in with {{secret:PASSWORD}}", env={"DESKPILOT_SECRET_PASSWORD": "hunter2!"})
+    inner = DryRunExecutor()
+    SecretTypingExecutor(inner, secrets).execute(build_action("type", {"content": "{{secret:PASSWORD}}\n"}), [])
+    assert inner.performed[0].text == "hunter2!\n"
+    assert secrets.scrub("typed hunter2! ok") == "typed *** ok"
+    with pytest.raises(UsageError, match="DESKPILOT_SECRET_TOKEN"):
+        Secrets.from_task("use {{secret:TOKEN}}", env={})
+
+
+@pytest.mark.parametrize("spec,parsed", [("esc*3", ("esc", 3)), ("ctrl+alt+q", "<ctrl>+<alt>+q"),
+                                         ("F12*2", ("f12", 2))])
+def test_hotkey_specs(spec, parsed):
+    assert parse_hotkey(spec) == parsed
+
+
+@pytest.mark.parametrize("spec", ["esc*x", "ctrl+a*2", " + "])
+def test_bad_hotkey_specs_are_usage_errors(spec):
+    with pytest.raises(UsageError, match="kill hotkey"):
+        parse_hotkey(spec)
+
+
+def test_thinking_starved_reply_is_retried_with_thinking_off(tmp_path):
+    starved = {"choices": [{"message": {"content": "", "reasoning_content": "long " * 500},
+                            "finish_reason": "length"}]}
+    bodies = []
+
+    def brain(body):
+        bodies.append(body)
+        return starved if len(bodies) == 1 else "DONE()"
+
+    with FakeModelServer(brain) as server:
+        settings = Settings.resolve("siliconflow", api_key="k", base_url=server.base_url, thinking=True)
+        planner = GLMPlanner(settings)
+        result = run_episode("t", screen=ImageScreen(SCREENS), planner=planner, executor=DryRunExecutor(),
+                             settings=settings, recorder=JsonlRecorder(tmp_path, "t"))
+    assert result.outcome.status == "done"
+    assert bodies[0]["enable_thinking"] is True and bodies[1]["enable_thinking"] is False
+    assert result.steps[0].attempts[0].error_type == "EmptyReply"
+
+
+def test_no_secret_or_key_in_any_artifact_of_a_run(tmp_path):
+    secret, key = "s3cr3t-Value-42", "sk-live-ABCDEFGHIJKLMNOPQRSTUV"
+    replies = iter([
+        f"I will type the password.\ntype(content='{{{{secret:PW}}}}')",
+        f"The server echoed {key} and {secret}. DONE()",  # a leak from the model side is scrubbed too
+    ])
+    with FakeModelServer(lambda body: next(replies)) as server:
+        proc = subprocess.run(
+            [sys.executable, "-m", "agent", "run", "sign in with {{secret:PW}}", "--provider", "openai",
+             "--base-url", server.base_url, "--api-key", key, "--screens", str(SCREENS),
+             "--recordings", str(tmp_path)],
+            capture_output=True, text=True, timeout=60, env=cli_env(DESKPILOT_SECRET_PW=secret))
+        auth = server.headers[0].get("Authorization")
+        sent = json.dumps(server.requests)
+    assert proc.returncode == 0, proc.stderr
+    assert auth == f"Bearer {key}" and secret not in sent  # the model sees the placeholder only
+    assert "{{secret:PW}}" in sent
+    artifacts = [proc.stdout, proc.stderr] + [p.read_bytes().decode("utf-8", "replace")
+                                             for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(artifacts) > 5
+    for text in artifacts:
+        assert secret not in text and key not in text
+    assert any("{{secret:PW}}" in text for text in artifacts)
