@@ -95,12 +95,16 @@ class Settings(BaseModel):
             raise UsageError(
                 f"no API key for {provider}: set {preset.key_env} (or DESKPILOT_API_KEY), or pass --api-key"
             )
+        url = (base_url or preset.base_url).rstrip("/")
+        if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
+            raise UsageError(f"bad base URL {url!r}: it must start with http:// or https://, "
+                             "e.g. http://localhost:8000/v1")
         overrides = {k: v for k, v in overrides.items() if v is not None}
         overrides.setdefault("price_in", preset.price_in)
         overrides.setdefault("price_out", preset.price_out)
         return cls(
             provider=provider,
-            base_url=(base_url or preset.base_url).rstrip("/"),
+            base_url=url,
             model=model or preset.model,
             api_key=SecretStr(key) if key else None,
             **overrides,

@@ -74,3 +74,34 @@ def test_unreachable_endpoint_exits_3(tmp_path):
     assert proc.returncode == 3 and "failed" in proc.stderr and "Traceback" not in proc.stderr
     (folder,) = tmp_path.iterdir()
     assert json.loads((folder / "outcome.json").read_text())["status"] == "error"
+
+
+def test_bad_base_url_is_a_usage_error(tmp_path):
+    proc = deskpilot("run", "x", "--provider", "vllm", "--base-url", "localhost:8000", "--screens", str(SCREENS),
+                     "--recordings", str(tmp_path))
+    assert proc.returncode == 2 and "must start with http://" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_wayland_without_x_is_explained(tmp_path):
+    proc = deskpilot("run", "x", "--provider", "vllm", "--recordings", str(tmp_path), DISPLAY="",
+                     WAYLAND_DISPLAY="wayland-0")
+    assert proc.returncode == 2 and "Wayland" in proc.stderr and "--dry-run --screens" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unwritable_recordings_folder(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = deskpilot("run", "x", "--provider", "vllm", "--screens", str(SCREENS), "--recordings", str(blocker / "rec"))
+    assert proc.returncode == 2 and "--recordings" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_missing_screens_path(tmp_path):
+    proc = deskpilot("run", "x", "--provider", "vllm", "--screens", str(tmp_path / "nope"))
+    assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_missing_secret_variable(tmp_path):
+    proc = deskpilot("run", "type {{secret:PIN}}", "--provider", "vllm", "--screens", str(SCREENS),
+                     "--recordings", str(tmp_path))
+    assert proc.returncode == 2 and "DESKPILOT_SECRET_PIN" in proc.stderr and "Traceback" not in proc.stderr
