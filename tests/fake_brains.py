@@ -72,3 +72,39 @@ def reply(call: tuple[str, dict[str, Any]], tools: bool) -> Any:
             {"id": "call_1", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}]}
     text_call = action_to_call(build_action(name, args))
     return f"\nNext: {name}.\n<|begin_of_box|>{text_call}<|end_of_box|>\nMemory: []"
+
+
+def fault(name: str) -> Any:
+    """One fault a real endpoint produces in normal operation, as the fake server's answer."""
+    from agent.fakeserver import FakeHTTP
+
+    faults = {
+        "429": FakeHTTP(429, {"error": {"message": "rate limited"}}, {"Retry-After": "1"}),
+        "500": FakeHTTP(500, {"error": {"message": "internal error"}}),
+        "hang": FakeHTTP(200, {"choices": []}, delay_s=3.0),  # longer than the client's --timeout
+        "truncated_json": {"content": "", "tool_calls": [{"id": "t", "type": "function", "function": {
+            "name": "type", "arguments": '{"content": "Crème br'}}]},
+        "no_action": "I can see the form. Let me think about what to do next.",
+        "starved": {"choices": [{"message": {"role": "assistant", "content": "",
+                                             "reasoning_content": "Let me look again. " * 300},
+                                 "finish_reason": "length"}]},
+    }
+    return faults[name]
+
+
+FAULTS = ("429", "500", "hang", "truncated_json", "no_action", "starved")
+
+
+class FaultyBrain:
+    """Answers the first request of ``at_step`` (0-based steps done) with a fault, then
+    behaves like ``inner``."""
+
+    def __init__(self, inner: Any, name: str, at_step: int = 1) -> None:
+        self.inner, self.name, self.at_step = inner, name, at_step
+        self.injected = False
+
+    def __call__(self, body: dict[str, Any]) -> Any:
+        if not self.injected and steps_done(body) == self.at_step:
+            self.injected = True
+            return fault(self.name)
+        return self.inner(body)
