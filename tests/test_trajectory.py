@@ -1,0 +1,208 @@
+"""The recording format: schema round-trip, no secrets, crash safety, and the loader's errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from actions.executor import DryRunExecutor
+from agent.config import Settings
+from agent.errors import UsageError
+from agent.fakeserver import FakeModelServer
+from agent.loop import Limits, run_episode
+from agent.planner import ScriptedPlanner
+from agent.screen import ImageScreen
+from agent.trajectory import SCHEMA_VERSION, JsonlRecorder, Outcome, Step, load
+from tests.conftest import cli_env
+from tests.fake_brains import FormBrain, steps_done
+
+SCREENS = Path(__file__).parent / "screens" / "dialog"
+REPLIES = [
+    "The field is empty.\n<|begin_of_box|>left_click(start_box='[500,497]', element_info='name field')"
+    "<|end_of_box|>\nMemory: [\"started\"]",
+    "nothing useful",
+    {"content": "Type.", "tool_calls": [{"id": "a", "type": "function",
+                                          "function": {"name": "type", "arguments": '{"content": "a.txt"}'}}]},
+    "DONE(answer='ok')",
+]
+
+
+def record(tmp_path: Path, settings: Settings | None = None, origin=(0, 0), scale=1.0) -> Path:
+    settings = settings or Settings.resolve("siliconflow", api_key="sk-very-secret-1234")
+    recorder = JsonlRecorder(tmp_path / "recs", "name the file", settings.public())
+    run_episode("name the file", screen=ImageScreen(SCREENS, origin=origin, scale=scale),
+                planner=ScriptedPlanner(list(REPLIES)), executor=DryRunExecutor(), settings=settings,
+                limits=Limits(max_steps=5), recorder=recorder)
+    return recorder.path
+
+
+def test_schema_round_trip(tmp_path):
+    folder = record(tmp_path, origin=(-1280, 0), scale=2.0)
+    rec = load(folder)
+    assert rec.header.schema_version == SCHEMA_VERSION == 1
+    assert (rec.header.provider, rec.header.model, rec.header.protocol) == ("siliconflow", "zai-org/GLM-4.5V", "auto")
+    assert rec.header.monitor.model_dump() == {"left": -1280, "top": 0, "width": 1280, "height": 800, "scale": 2.0}
+    assert rec.header.prices.model_dump() == {"input_per_million": 0.14, "output_per_million": 0.86,
+                                              "source": "preset siliconflow"}
+    assert rec.header.max_image_tokens == 2700 and rec.header.monitor_index == 1
+    assert rec.outcome.status == "done" and rec.outcome.answer == "ok" and len(rec.steps) == 3
+    first, second = rec.steps[0], rec.steps[1]
+    assert first.targets[0].model_dump() == {"box_model": [500, 497], "point_image": [640, 398],
+                                             "point_screen": [-1280 + 320, 199]}
+    assert first.memory == ["started"] and first.sent.tokens > 0 and first.sent.width == 1280
+    assert [a.error_type for a in second.attempts] == ["UnparseableReply", None]
+    assert second.attempts[1].raw["tool_calls"][0]["function"]["name"] == "type"
+    assert second.memory_in == ["started"] and second.history_lines == 1
+    # every model survives a dump and a reload unchanged
+    for line, step in zip((folder / "steps.jsonl").read_text().splitlines(), rec.steps):
+        assert Step.model_validate_json(line) == step == Step.model_validate(json.loads(step.model_dump_json()))
+    assert Outcome.model_validate_json((folder / "outcome.json").read_text()) == rec.outcome
+
+
+def test_no_key_anywhere_in_a_recording(tmp_path):
+    folder = record(tmp_path)
+    for path in folder.rglob("*"):
+        if path.is_file():
+            assert b"sk-very-secret-1234" not in path.read_bytes(), path
+    assert load(folder).header.settings["api_key_set"] is True
+
+
+def test_overridden_prices_are_marked(tmp_path):
+    settings = Settings.resolve("openrouter", api_key="k", price_in=1.0, price_out=2.0)
+    header = load(record(tmp_path, settings)).header
+    assert header.prices.source == "override" and header.prices.input_per_million == 1.0
+
+
+def test_a_run_killed_mid_line_loads_without_the_cut_off_step(tmp_path):
+    folder = record(tmp_path)
+    (folder / "outcome.json").unlink()
+    text = (folder / "steps.jsonl").read_text()
+    (folder / "steps.jsonl").write_text(text[: len(text) - 200])
+    rec = load(folder)
+    assert rec.outcome.status == "incomplete" and len(rec.steps) == 2
+    assert "line 3) was cut off" in rec.outcome.message
+    assert rec.outcome.prompt_tokens == sum(s.prompt_tokens for s in rec.steps)
+
+
+# --- the loader's errors: each names the file (and line) ---------------------------------
+
+def _missing_header(folder):
+    (folder / "header.json").unlink()
+    return "header.json: missing"
+
+
+def _missing_steps(folder):
+    (folder / "steps.jsonl").unlink()
+    return "steps.jsonl: missing"
+
+
+def _truncated_last_line(folder):
+    text = (folder / "steps.jsonl").read_text()
+    (folder / "steps.jsonl").write_text(text[:-300])
+    return "steps.jsonl:3: the last line is truncated"
+
+
+def _bad_middle_line(folder):
+    lines = (folder / "steps.jsonl").read_text().splitlines()
+    lines[1] = lines[1][:50]
+    (folder / "steps.jsonl").write_text("\n".join(lines) + "\n")
+    return "steps.jsonl:2: the line is not valid JSON"
+
+
+def _wrong_field(folder):
+    lines = (folder / "steps.jsonl").read_text().splitlines()
+    data = json.loads(lines[0])
+    data["geometry"] = "big"
+    lines[0] = json.dumps(data)
+    (folder / "steps.jsonl").write_text("\n".join(lines) + "\n")
+    return "steps.jsonl:1: geometry"
+
+
+def _unknown_version(folder):
+    header = json.loads((folder / "header.json").read_text())
+    header["schema_version"] = 7
+    (folder / "header.json").write_text(json.dumps(header))
+    return "header.json: schema version 7 is not supported (this deskpilot reads version 1)"
+
+
+def _garbage_screenshot(folder):
+    (folder / "screens" / "step-0002.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    return "step-0002.png: screenshot of step 2 does not decode"
+
+
+def _truncated_screenshot(folder):
+    path = folder / "screens" / "step-0003.png"
+    path.write_bytes(path.read_bytes()[:-100])
+    return "step-0003.png: screenshot of step 3 does not decode"
+
+
+def _missing_screenshot(folder):
+    (folder / "screens" / "step-0001.png").unlink()
+    return "step-0001.png: screenshot of step 1 is missing"
+
+
+def _no_folder(folder):
+    import shutil
+
+    shutil.rmtree(folder)
+    return ": no such recording folder"
+
+
+CORRUPTIONS = [_missing_header, _missing_steps, _truncated_last_line, _bad_middle_line, _wrong_field,
+               _unknown_version, _garbage_screenshot, _truncated_screenshot, _missing_screenshot, _no_folder]
+
+
+@pytest.mark.parametrize("corrupt", CORRUPTIONS, ids=lambda f: f.__name__.strip("_"))
+def test_corrupted_recordings_give_clear_errors(tmp_path, corrupt):
+    folder = record(tmp_path)
+    expected = corrupt(folder)
+    with pytest.raises(UsageError) as info:
+        load(folder)
+    assert expected in str(info.value) and str(folder) in str(info.value)
+
+
+# --- a real run killed with SIGKILL ------------------------------------------------------
+
+def test_sigkill_mid_run_leaves_a_loadable_recording(tmp_path):
+    release = threading.Event()
+    form = FormBrain("report.txt")
+
+    def brain(body):
+        if steps_done(body) == 2:  # the third step's request: hang until the test is over
+            release.wait(30)
+        return form(body)
+
+    with FakeModelServer(brain) as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "name the file report.txt and press OK",
+             "--provider", "vllm", "--base-url", server.base_url, "--screens", str(SCREENS),
+             "--recordings", str(tmp_path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env())
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if len(server.requests) >= 3:  # steps 1 and 2 are recorded before step 3 asks
+                    break
+                time.sleep(0.02)
+            assert len(server.requests) >= 3, "the run never reached step 3"
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        finally:
+            release.set()
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    (folder,) = tmp_path.iterdir()
+    assert not (folder / "outcome.json").exists()
+    rec = load(folder)
+    assert rec.outcome.status == "incomplete" and len(rec.steps) == 2
+    assert [s.action["kind"] for s in rec.steps] == ["left_click", "type"]
+    assert rec.header.monitor.width == 1280 and (folder / "screens" / "step-0003.png").exists()
