@@ -206,3 +206,13 @@ def test_sigkill_mid_run_leaves_a_loadable_recording(tmp_path):
     assert rec.outcome.status == "incomplete" and len(rec.steps) == 2
     assert [s.action["kind"] for s in rec.steps] == ["left_click", "type"]
     assert rec.header.monitor.width == 1280 and (folder / "screens" / "step-0003.png").exists()
+
+
+@pytest.mark.parametrize("corrupt", CORRUPTIONS, ids=lambda f: f.__name__.strip("_"))
+def test_corrupted_recordings_exit_2_from_the_cli_without_a_traceback(tmp_path, corrupt):
+    folder = record(tmp_path)
+    expected = corrupt(folder)
+    proc = subprocess.run([sys.executable, "-m", "agent", "replay", str(folder)], capture_output=True,
+                          text=True, env=cli_env(), timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert expected in proc.stderr and str(folder) in proc.stderr and "Traceback" not in proc.stderr
