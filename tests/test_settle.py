@@ -1,0 +1,292 @@
+"""Adaptive settle: unit tests on scripted frames and a fake clock, and live tests under Xvfb."""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from functools import lru_cache
+
+import pytest
+from PIL import Image, ImageDraw
+
+from agent.settle import AdaptiveSettle, SettleConfig, changed_fraction, thumbnail
+
+
+class FakeClock:
+    """Time moves only when the settle sleeps, or by ``probe_cost`` per probe."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@lru_cache(maxsize=1)
+def _text_screen() -> Image.Image:
+    image = Image.new("RGB", (1920, 1080), "white")
+    draw = ImageDraw.Draw(image)
+    for y in range(100, 900, 20):
+        draw.text((80, y), "def run_episode(task, *, screen, planner, executor):", fill="black")
+    return image
+
+
+def screen(caret: bool = False, box_at: int | None = None) -> Image.Image:
+    """A 1920x1080 white screen with text-like lines, optionally a caret or a moved box."""
+    image = _text_screen().copy()
+    draw = ImageDraw.Draw(image)
+    if caret:
+        draw.rectangle((600, 400, 601, 417), fill="black")  # a 2x18 text cursor
+    if box_at is not None:
+        draw.rectangle((box_at, 950, box_at + 80, 1030), fill="blue")
+    return image
+
+
+def scripted(frames: list[Image.Image], clock: FakeClock, probe_cost: float = 0.003):
+    thumbs = [thumbnail(f) for f in frames]
+    calls = {"n": 0}
+
+    def probe() -> Image.Image:
+        clock.now += probe_cost
+        frame = thumbs[min(calls["n"], len(thumbs) - 1)]
+        calls["n"] += 1
+        return frame
+
+    return probe
+
+
+def run(frames, config=None) -> tuple[float, AdaptiveSettle]:
+    clock = FakeClock()
+    settle = AdaptiveSettle(scripted(frames, clock), config or SettleConfig(), clock=clock, sleep=clock.sleep)
+    return settle(), settle
+
+
+def test_static_screen_settles_after_the_quiet_window():
+    spent, settle = run([screen()])
+    assert 0.1 <= spent < 0.15
+    assert settle.probes == 3  # three equal frames 50 ms apart
+
+
+def test_waits_until_an_animation_stops():
+    frames = [screen(box_at=100 + 40 * i) for i in range(12)]  # changes on each of 12 probes
+    spent, settle = run(frames)
+    assert settle.probes == 12 + 2  # the last change, then two equal probes
+    assert 12 * 0.05 <= spent < 12 * 0.05 + 0.2
+
+
+def test_a_screen_that_never_stops_returns_at_max_wait():
+    frames = [screen(box_at=40 * i) for i in range(20)]
+    spent, _ = run(frames, SettleConfig(max_s=0.7))
+    assert 0.7 <= spent < 0.75
+
+
+def test_a_blinking_cursor_does_not_count_as_change():
+    blinking = [screen(caret=True), screen()] * 10
+    spent, _ = run(blinking)
+    assert spent < 0.15
+    strict, _ = run(blinking, SettleConfig(tolerance=0.0, max_s=0.5))
+    assert strict >= 0.5  # the same frames do change: only the tolerance makes them quiet
+
+
+def test_a_slow_creep_below_tolerance_each_step_still_counts():
+    """Compared with the frame that opened the quiet window, not just the previous one."""
+    creeping = [screen()]
+    for i in range(30):
+        creeping.append(creeping[-1].copy())
+        ImageDraw.Draw(creeping[-1]).rectangle((100 + 24 * i, 960, 123 + 24 * i, 983), fill="red")
+    one_step = changed_fraction(thumbnail(creeping[0]), thumbnail(creeping[1]))
+    assert 0 < one_step < SettleConfig().tolerance < 2 * one_step
+    spent, _ = run(creeping, SettleConfig(max_s=3.0))
+    assert spent >= 30 * 0.05
+
+
+def test_changed_fraction():
+    a, b = thumbnail(screen()), thumbnail(screen(box_at=500))
+    assert changed_fraction(a, a) == 0.0
+    assert 0.002 < changed_fraction(a, b) < 0.01
+    assert changed_fraction(a, a.resize((10, 10))) == 1.0
+
+
+def test_thumbnail_is_small_and_gray():
+    thumb = thumbnail(Image.new("RGB", (2560, 1440)))
+    assert thumb.mode == "L" and 400 <= thumb.width <= 520
+
+
+def test_config_rejects_nonsense():
+    with pytest.raises(ValueError):
+        SettleConfig(poll_s=0)
+    with pytest.raises(ValueError):
+        SettleConfig(max_s=-1)
+
+
+class FakeShot:
+    def __init__(self, image: Image.Image) -> None:
+        self.size = image.size
+        self.raw = bytearray(image.convert("RGBA").tobytes("raw", "BGRA"))
+
+
+def test_for_screen_grabs_the_mss_region_directly():
+    grabs = []
+
+    class FakeMss:
+        def grab(self, region):
+            grabs.append(region)
+            return FakeShot(screen())
+
+    class FakeMssScreen:
+        _mss = FakeMss()
+        region = {"left": 0, "top": 0, "width": 1920, "height": 1080}
+
+        def capture(self):  # pragma: no cover - must not be used
+            raise AssertionError("settle must not build full screenshots")
+
+    settle = AdaptiveSettle.for_screen(FakeMssScreen(), SettleConfig(quiet_s=0.0))
+    assert settle() < 0.05
+    assert grabs == [FakeMssScreen.region]
+
+
+def test_for_screen_falls_back_to_capture(tmp_path):
+    from agent.screen import ImageScreen
+
+    screen().save(tmp_path / "a.png")
+    settle = AdaptiveSettle.for_screen(ImageScreen(tmp_path / "a.png"), SettleConfig(quiet_s=0.0))
+    assert settle() < 0.5 and settle.probes == 1
+
+
+# --- live, under Xvfb ----------------------------------------------------------------------
+
+APP = r'''
+import sys, threading, queue, tkinter as tk
+root = tk.Tk()
+root.geometry("420x300+40+40")
+entry = tk.Entry(root, insertontime=60, insertofftime=60, insertwidth=3, font=("TkFixedFont", 16))
+entry.pack(fill="x", padx=10, pady=10)
+canvas = tk.Canvas(root, width=400, height=200, bg="white", highlightthickness=0)
+canvas.pack()
+box = canvas.create_rectangle(0, 60, 60, 120, fill="blue")
+commands = queue.Queue()
+threading.Thread(target=lambda: [commands.put(l.split()) for l in sys.stdin], daemon=True).start()
+
+def animate(until, first=False):
+    canvas.move(box, 12, 0)
+    if canvas.coords(box)[0] > 340:
+        canvas.coords(box, 0, 60, 60, 120)
+    root.update_idletasks()
+    if first:
+        print("started", flush=True)
+    if root.tk.call("clock", "milliseconds") < until:
+        root.after(16, animate, until)
+
+def poll():
+    while not commands.empty():
+        cmd = commands.get()
+        if cmd and cmd[0] == "animate":
+            animate(root.tk.call("clock", "milliseconds") + int(float(cmd[1]) * 1000), first=True)
+    root.after(5, poll)
+
+def ready():
+    entry.focus_force()
+    root.update()
+    print("ready", flush=True)
+
+root.after(300, ready)
+root.after(5, poll)
+root.mainloop()
+'''
+
+
+@contextmanager
+def _own_xvfb(width: int, height: int):
+    """Xvfb (+ openbox when installed) on a free display, with DISPLAY set."""
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    procs = [xvfb]
+    old = os.environ.get("DISPLAY")
+    try:
+        number = xvfb.stdout.readline().strip()
+        if not number:
+            pytest.skip("Xvfb did not start")
+        os.environ["DISPLAY"] = f":{number}"
+        if shutil.which("openbox"):
+            procs.append(subprocess.Popen(["openbox"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            time.sleep(0.3)
+        yield os.environ["DISPLAY"]
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            proc.wait(timeout=5)
+        if old is None:
+            os.environ.pop("DISPLAY", None)
+        else:
+            os.environ["DISPLAY"] = old
+
+
+def _display(width: int, height: int):
+    try:
+        from tests.live_support import xvfb_display  # shared helper, when present
+    except ImportError:
+        return _own_xvfb(width, height)
+    return xvfb_display(width, height)
+
+
+@pytest.fixture
+def live_app(tmp_path):
+    if not shutil.which("Xvfb"):
+        pytest.skip("Xvfb is not installed")
+    try:
+        import tkinter  # noqa: F401
+    except ImportError:
+        pytest.skip("tkinter is not installed")
+    script = tmp_path / "animated_app.py"
+    script.write_text(APP)
+    with _display(800, 600):
+        app = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line.strip()) for line in app.stdout], daemon=True).start()
+
+        def expect(word: str) -> None:
+            assert lines.get(timeout=10) == word
+
+        from agent.screen import MssScreen
+
+        screen = MssScreen(1)
+        try:
+            expect("ready")
+            time.sleep(0.2)  # first paint and the window manager's decorations
+            yield screen, app, expect
+        finally:
+            screen.close()
+            app.kill()
+            app.wait(timeout=5)
+
+
+@pytest.mark.live
+def test_live_static_window_with_a_blinking_cursor_settles_quickly(live_app):
+    screen, _, _ = live_app
+    settle = AdaptiveSettle.for_screen(screen, SettleConfig(max_s=2.0))
+    spent = settle()
+    assert spent < 2.0 and spent < 0.6
+    # The cursor really blinks (every 60 ms): without the tolerance the screen never settles.
+    strict = AdaptiveSettle.for_screen(screen, SettleConfig(max_s=0.8, tolerance=0.0))
+    assert strict() >= 0.8
+
+
+@pytest.mark.live
+def test_live_settle_waits_for_an_animation_to_stop(live_app):
+    screen, app, expect = live_app
+    settle = AdaptiveSettle.for_screen(screen, SettleConfig(max_s=2.0))
+    app.stdin.write("animate 0.6\n")
+    app.stdin.flush()
+    expect("started")
+    spent = settle()
+    assert 0.5 <= spent < 2.0
