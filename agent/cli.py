@@ -31,7 +31,7 @@ from agent.trajectory import Step
 EXIT_INTERNAL = 4
 # Modules that add a subcommand: each has register(commands), adding a parser whose
 # func(args) returns an exit code (and raises DeskpilotError for errors).
-COMMAND_MODULES: tuple[str, ...] = ("agent.replay",)
+COMMAND_MODULES: tuple[str, ...] = ("agent.replay", "agent.report")
 EXIT_CODES_HELP = """exit codes:
   0    the model declared the task done
   1    the model declared it infeasible, or a step/time/cost budget ran out

@@ -1,0 +1,241 @@
+"""``deskpilot view``: one self-contained HTML page that shows what a recorded run did.
+
+``render(recording)`` returns the page and ``write_report`` puts it in the recording as
+``report.html``. At the top, the summary (task, outcome, steps, time, tokens, cost, model);
+then per step the screenshot with an SVG overlay (the model's box, the grounded click
+point, a drag's path, a scroll's direction), the thought, the action, the timings, tokens,
+cost, the rejected replies with their errors, and each raw reply folded away.
+
+Screenshots are embedded as data URLs (the PNG bytes as recorded), so the file opens
+offline and can be mailed on its own; ``--link-images`` refers to ``screens/`` instead,
+for a smaller page. Every piece of text that came from the model, the task or the
+recording goes through ``html.escape``: model output is untrusted. The one script on the
+page is ours: it marks the body with how many images decoded (used by the tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+from datetime import datetime
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from agent.errors import EXIT_DONE
+from agent.trajectory import Recording, Step, load
+
+STATUS_COLOUR = {"done": "#1a7f37", "fail": "#cf222e", "error": "#cf222e", "interrupted": "#9a6700",
+                 "incomplete": "#9a6700"}
+CSS = """
+:root { --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --bg: #f6f8fa; --accent: #0969da; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif;
+       color: var(--fg); background: var(--bg); }
+header { background: #fff; border-bottom: 1px solid var(--line); padding: 18px 28px; }
+h1 { font-size: 20px; margin: 0 0 4px; word-break: break-word; }
+.sub { color: var(--muted); }
+.badge { display: inline-block; color: #fff; border-radius: 12px; padding: 1px 10px; font-weight: 600;
+         font-size: 13px; vertical-align: middle; }
+.stats { display: flex; flex-wrap: wrap; gap: 10px; margin: 14px 0 0; padding: 0; list-style: none; }
+.stats li { background: var(--bg); border: 1px solid var(--line); border-radius: 8px; padding: 6px 12px; }
+.stats b { display: block; font-size: 17px; }
+.stats span { color: var(--muted); font-size: 12px; }
+main { padding: 18px 28px; }
+.step { display: grid; grid-template-columns: minmax(0, 3fr) minmax(280px, 2fr); gap: 18px; background: #fff;
+        border: 1px solid var(--line); border-radius: 10px; padding: 14px; margin-bottom: 18px; }
+.shot { position: relative; display: block; margin: 0; line-height: 0; align-self: start; }
+.shot img { width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
+.shot svg { position: absolute; inset: 0; width: 100%; height: 100%; pointer-events: none; }
+h2 { font-size: 16px; margin: 0 0 8px; }
+h2 .kind { font-family: ui-monospace, "DejaVu Sans Mono", monospace; background: #ddf4ff; color: #0550ae;
+           border-radius: 6px; padding: 1px 7px; }
+code, pre { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 12.5px; }
+pre { white-space: pre-wrap; word-break: break-word; background: var(--bg); border: 1px solid var(--line);
+      border-radius: 6px; padding: 8px; margin: 4px 0 10px; line-height: 1.4; }
+.thought { margin: 0 0 10px; white-space: pre-wrap; word-break: break-word; }
+table { border-collapse: collapse; margin: 6px 0 10px; font-size: 13px; }
+td { padding: 2px 12px 2px 0; vertical-align: top; }
+td:first-child { color: var(--muted); }
+.err { color: #cf222e; }
+.note { color: #9a6700; }
+details { margin: 4px 0; }
+summary { cursor: pointer; color: var(--accent); }
+.legend { color: var(--muted); font-size: 12px; margin-top: 8px; }
+.legend i { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin: 0 4px 0 10px; }
+@media (max-width: 900px) { .step { grid-template-columns: 1fr; } }
+"""
+SCRIPT = """window.addEventListener("load", function () {
+  var ok = Array.prototype.filter.call(document.images, function (i) { return i.complete && i.naturalWidth > 0; });
+  document.body.setAttribute("data-images-loaded", String(ok.length));
+});"""
+
+
+def _e(value: Any) -> str:
+    return escape("" if value is None else str(value), quote=True)
+
+
+def _money(usd: float) -> str:
+    return f"${usd:.4f}" if usd else "$0"
+
+
+def render(recording: Recording, link_images: bool = False) -> str:
+    """The whole report page as a string."""
+    h, o = recording.header, recording.outcome
+    colour = STATUS_COLOUR.get(o.status, "#9a6700")
+    started = h.started_at
+    try:
+        started = datetime.fromisoformat(h.started_at).strftime("%Y-%m-%d %H:%M:%S %Z")
+    except ValueError:
+        pass
+    monitor = f"{h.monitor.width}x{h.monitor.height} at ({h.monitor.left}, {h.monitor.top}), " \
+              f"scale {h.monitor.scale:g}" if h.monitor else "unknown"
+    prices = f"{_money(h.prices.input_per_million)} / {_money(h.prices.output_per_million)} per M tokens " \
+             f"({_e(h.prices.source)})" if h.prices else "none"
+    retries = sum(max(0, len(s.attempts) - 1) for s in recording.steps)
+    stats = [(o.steps, "steps"), (f"{o.duration_s:.1f} s", "time"),
+             (f"{o.prompt_tokens + o.completion_tokens:,}", f"tokens ({o.prompt_tokens:,} in, {o.completion_tokens:,} out)"),
+             (_money(o.cost_usd), "estimated cost"), (retries, "retried replies")]
+    parts = [
+        "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>deskpilot: {_e(h.task)}</title><style>{CSS}</style></head><body>",
+        "<header>",
+        f'<h1>{_e(h.task)} <span class="badge" style="background:{colour}">{_e(o.status)}</span></h1>',
+        f'<div class="sub">{_e(o.message)}</div>',
+    ]
+    if o.answer:
+        parts.append(f'<div>Answer: <b>{_e(o.answer)}</b></div>')
+    parts.append('<ul class="stats">' + "".join(f"<li><b>{_e(v)}</b><span>{_e(k)}</span></li>" for v, k in stats)
+                 + "</ul>")
+    parts.append(f'<div class="sub" style="margin-top:10px">{_e(h.provider)} · {_e(h.model)} · protocol '
+                 f'{_e(h.protocol)} · thinking {"on" if h.thinking else "off"} · {_e(h.mode)} · monitor '
+                 f'{_e(monitor)} · prices {prices} · started {_e(started)} · deskpilot {_e(h.deskpilot_version)}'
+                 f' · schema v{h.schema_version}</div>')
+    parts.append("</header><main>")
+    for step in recording.steps:
+        parts.append(_step(recording, step, link_images))
+    if not recording.steps:
+        parts.append("<p>No step was recorded.</p>")
+    parts.append(f"</main><script>{SCRIPT}</script></body></html>")
+    return "\n".join(parts)
+
+
+def _image_src(recording: Recording, step: Step, link_images: bool) -> str:
+    if link_images:
+        return _e(step.screenshot)
+    data = (recording.path / step.screenshot).read_bytes()
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _overlay(step: Step) -> str:
+    """SVG in image pixels: the model's box (dashed), each grounded point, a drag's path."""
+    w, h = step.geometry.width, step.geometry.height
+    r = max(w, h) / 70  # marker size relative to the screen
+    stroke = max(2.5, max(w, h) / 400)
+    kind = (step.action or {}).get("kind", "")
+    shapes = []
+    for target in step.targets:
+        box = target.box_model
+        if len(box) == 4:
+            x1, y1, x2, y2 = (box[0] * w / 1000, box[1] * h / 1000, box[2] * w / 1000, box[3] * h / 1000)
+            shapes.append(f'<rect x="{x1:.1f}" y="{y1:.1f}" width="{x2 - x1:.1f}" height="{y2 - y1:.1f}" '
+                          f'fill="rgba(9,105,218,0.12)" stroke="#0969da" stroke-width="{stroke:.1f}" '
+                          f'stroke-dasharray="{stroke * 3:.1f}"/>')
+    if len(step.targets) == 2:
+        (ax, ay), (bx, by) = step.targets[0].point_image, step.targets[1].point_image
+        shapes.append(f'<line x1="{ax}" y1="{ay}" x2="{bx}" y2="{by}" stroke="#cf222e" '
+                      f'stroke-width="{stroke * 1.5:.1f}" marker-end="url(#arrow-{step.step})"/>')
+    for target in step.targets:
+        x, y = target.point_image
+        cross = f"M{x - r * 1.7:.1f} {y}H{x + r * 1.7:.1f}M{x} {y - r * 1.7:.1f}V{y + r * 1.7:.1f}"
+        for colour, width in (("#fff", stroke * 2.2), ("#cf222e", stroke)):  # a white halo, then red
+            shapes.append(f'<circle cx="{x}" cy="{y}" r="{r:.1f}" fill="none" stroke="{colour}" '
+                          f'stroke-width="{width:.1f}"/><path d="{cross}" stroke="{colour}" '
+                          f'stroke-width="{width:.1f}"/>')
+        shapes.append(f'<circle cx="{x}" cy="{y}" r="{stroke:.1f}" fill="#cf222e"/>')
+    if kind == "scroll" and step.targets:
+        x, y = step.targets[0].point_image
+        down = (step.action or {}).get("direction") == "down"
+        tip = y + r * 4 if down else y - r * 4
+        shapes.append(f'<line x1="{x}" y1="{y}" x2="{x}" y2="{tip:.1f}" stroke="#cf222e" '
+                      f'stroke-width="{stroke * 1.5:.1f}" marker-end="url(#arrow-{step.step})"/>')
+    if not shapes:
+        return ""
+    marker = (f'<defs><marker id="arrow-{step.step}" viewBox="0 0 10 10" refX="8" refY="5" markerWidth="5" '
+              f'markerHeight="5" orient="auto-start-reverse"><path d="M0 0L10 5L0 10z" fill="#cf222e"/></marker></defs>')
+    return (f'<svg class="overlay" viewBox="0 0 {w} {h}" preserveAspectRatio="none" xmlns="http://www.w3.org/2000/svg" '
+            f'aria-hidden="true">{marker}{"".join(shapes)}</svg>')
+
+
+def _step(recording: Recording, step: Step, link_images: bool) -> str:
+    kind = (step.action or {}).get("kind", "no action")
+    t = step.timings
+    where = "".join(f"<tr><td>target</td><td><code>{_e(tg.box_model)}</code> ‰ → image "
+                    f"<code>({tg.point_image[0]}, {tg.point_image[1]})</code> → screen "
+                    f"<code>({tg.point_screen[0]}, {tg.point_screen[1]})</code></td></tr>" for tg in step.targets)
+    sent = f"{step.sent.width}x{step.sent.height} {_e(step.sent.encoding)}, {step.sent.tokens:,} image tokens" \
+        if step.sent else "-"
+    rows = [
+        where,
+        f"<tr><td>timings</td><td>capture {t.capture_s:.2f} s · model {t.model_s:.2f} s · execute "
+        f"{t.execute_s:.2f} s · settle {t.settle_s:.2f} s</td></tr>",
+        f"<tr><td>tokens</td><td>{step.prompt_tokens:,} in · {step.completion_tokens:,} out · "
+        f"{_money(step.cost_usd)}</td></tr>",
+        f"<tr><td>sent</td><td>{sent}; history {step.history_lines} steps, {step.history_images} images</td></tr>",
+    ]
+    body = [f'<h2>Step {step.step} <span class="kind">{_e(kind)}</span></h2>']
+    if step.thought:
+        body.append(f'<p class="thought">{_e(step.thought)}</p>')
+    if step.action_text:
+        body.append(f"<pre>{_e(step.action_text)}</pre>")
+    if step.note:
+        body.append(f'<p class="note">{_e(step.note)}</p>')
+    if step.error:
+        body.append(f'<p class="err">{_e(step.error)}</p>')
+    body.append("<table>" + "".join(rows) + "</table>")
+    if step.memory:
+        body.append(f"<details><summary>memory ({len(step.memory)})</summary><pre>"
+                    f"{_e(json.dumps(step.memory, ensure_ascii=False, indent=1))}</pre></details>")
+    for number, attempt in enumerate(step.attempts, start=1):
+        status = f'<span class="err">rejected: {_e(attempt.error_type)}</span>' if attempt.error else "accepted"
+        retried = f", {len(attempt.transport_retries)} HTTP retries" if attempt.transport_retries else ""
+        raw = attempt.raw
+        shown = {k: raw[k] for k in ("content", "reasoning", "tool_calls", "finish_reason") if raw.get(k)}
+        body.append(f"<details{' open' if attempt.error else ''}><summary>reply {number}: {status} "
+                    f"({attempt.latency_s:.2f} s{retried})</summary>"
+                    + (f'<p class="err">{_e(attempt.error)}</p>' if attempt.error else "")
+                    + "".join(f"<p class=\"sub\">{_e(n)}</p>" for n in attempt.transport_retries)
+                    + f"<pre>{_e(json.dumps(shown, ensure_ascii=False, indent=1))}</pre></details>")
+    alt = f"step {step.step} screenshot"
+    figure = (f'<figure class="shot"><img src="{_image_src(recording, step, link_images)}" alt="{_e(alt)}" '
+              f'width="{step.geometry.width}" height="{step.geometry.height}">{_overlay(step)}</figure>')
+    if step.targets:
+        figure = (f'<div>{figure}<div class="legend"><i style="background:#cf222e"></i>where it acted'
+                  + ('<i style="background:#0969da"></i>the model\'s box' if any(len(tg.box_model) == 4
+                                                                              for tg in step.targets) else "")
+                  + f" · screenshot {step.geometry.width}x{step.geometry.height}</div></div>")
+    return f'<section class="step" id="step-{step.step}">{figure}<div>{"".join(body)}</div></section>'
+
+
+def write_report(path: str | Path, link_images: bool = False) -> Path:
+    recording = load(path)
+    out = recording.path / "report.html"
+    out.write_text(render(recording, link_images), encoding="utf-8")
+    return out
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser("view", help="write report.html into a recording: screenshots, clicks, thoughts, costs",
+                            description="Write a self-contained report.html into the recording folder.")
+    p.add_argument("recording", help="a recording folder")
+    p.add_argument("--link-images", action="store_true",
+                   help="refer to the screenshots in screens/ instead of embedding them (smaller page)")
+    p.set_defaults(func=cmd_view)
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    out = write_report(args.recording, args.link_images)
+    print(f"deskpilot view: wrote {out}")
+    return EXIT_DONE
