@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--dry-run", action="store_true", help="send no input events at all")
     where.add_argument("--screens", metavar="PATH",
                        help="mocked screens: one PNG, or a folder of PNGs in name order (implies --dry-run)")
+    where.add_argument("--settle-max", type=_positive_float, default=2.0, metavar="SECONDS",
+                       help="after each action, wait at most this long for the screen to stop "
+                            "changing (default: 2.0)")
+    where.add_argument("--settle-quiet", type=_positive_float, default=0.1, metavar="SECONDS",
+                       help="the screen counts as settled once unchanged this long (default: 0.1)")
     model.add_argument("--retries", type=_nonneg_int, default=4, metavar="N",
                        help="retries of a failed request (connection error, timeout, 429, 5xx) "
                             "with exponential backoff (default: 4)")
@@ -163,6 +168,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.loop import Limits, run_episode
     from agent.planner import GLMPlanner
     from agent.screen import ImageScreen, MssScreen
+    from agent.settle import AdaptiveSettle, SettleConfig
     from agent.trajectory import JsonlRecorder
 
     settings = Settings.resolve(
@@ -203,7 +209,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                              on_step=lambda s: print(secrets.scrub(step_line(s)), flush=True),
                              stop_event=kill_switch.stop_event if kill_switch else None,
                              approve=approve, scrub=secrets.scrub,
-                             settle=None if dry_run else _fixed_settle(0.5))
+                             settle=None if dry_run else AdaptiveSettle.for_screen(
+                                 screen, SettleConfig(quiet_s=args.settle_quiet, max_s=args.settle_max)))
     finally:
         if kill_switch is not None:
             kill_switch.stop()
