@@ -496,15 +496,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _execute(recording: Recording, args: argparse.Namespace) -> list[Difference]:
-    from agent.safety import Secrets, SecretTypingExecutor
+    from actions.pyautogui_executor import PyAutoGuiExecutor
+    from agent.safety import DEFAULT_KILL_HOTKEY, KillSwitch, Secrets, SecretTypingExecutor
     from agent.screen import MssScreen
 
     monitor = args.monitor if args.monitor is not None else (recording.header.monitor_index or 1)
     screen = MssScreen(monitor)
     secrets = Secrets.from_task(recording.header.task)
-    from actions.pyautogui_executor import PyAutoGuiExecutor
-
-    executor = SecretTypingExecutor(PyAutoGuiExecutor(), secrets)
     planner = healer = None
     if args.heal:
         from agent.planner import GLMPlanner
@@ -512,6 +510,10 @@ def _execute(recording: Recording, args: argparse.Namespace) -> list[Difference]
         settings = _heal_settings(recording, args)
         planner = GLMPlanner(settings)
         healer = ModelHealer(planner, settings, recording.header.task)
+    kill_switch = KillSwitch(DEFAULT_KILL_HOTKEY).start()
+    executor = SecretTypingExecutor(PyAutoGuiExecutor(should_stop=kill_switch.stop_event.is_set), secrets)
+    print(f"deskpilot replay: stop with {DEFAULT_KILL_HOTKEY} (from any window), Ctrl-C here, "
+          "or throw the mouse into a screen corner", flush=True)
     replayer = LiveReplayer(recording, screen, executor, healer=healer, threshold=args.threshold,
                             speed=args.speed, max_wait=args.max_wait, settle=args.settle,
                             log=lambda line: print(secrets.scrub(line), flush=True))
@@ -520,6 +522,7 @@ def _execute(recording: Recording, args: argparse.Namespace) -> list[Difference]
     except _HealFailed as exc:
         return [Difference(replayer.current, str(exc))]
     finally:
+        kill_switch.stop()
         if planner is not None:
             planner.close()
         screen.close()
