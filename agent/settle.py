@@ -3,7 +3,7 @@
 Instead of a blind sleep (peers sleep a fixed 1-2 s after every action), ``AdaptiveSettle``
 polls a cheap probe of the screen, a small grayscale thumbnail, every ``poll_s`` seconds,
 and returns as soon as the screen has looked the same for ``quiet_s`` seconds (with the
-defaults: three equal probes 50 ms apart), or when ``max_s`` has passed (an animation
+defaults: three equal probes 40 ms apart), or when ``max_s`` has passed (an animation
 or a video that never stops). It returns the seconds it spent, which the loop records as
 ``timings.settle_s``. The loop calls it after every executed action: clicks, typing and
 key presses alike.
@@ -33,9 +33,9 @@ THUMB_WIDTH = 480  # the probe's thumbnail is about this wide (block average of 
 class SettleConfig:
     """How long to wait for the screen to settle. Times in seconds."""
 
-    quiet_s: float = 0.1  # the screen must look unchanged this long
+    quiet_s: float = 0.08  # the screen must look unchanged this long
     max_s: float = 2.0  # never wait longer: no slower than the fixed 2 s sleep it replaces
-    poll_s: float = 0.05  # between two probes
+    poll_s: float = 0.04  # between two probes
     tolerance: float = 0.0005  # fraction of thumbnail pixels allowed to differ (cursor blink)
     pixel_threshold: int = 16  # gray levels (0-255) a thumbnail pixel must move to count
 
