@@ -31,7 +31,7 @@ from agent.trajectory import Step
 EXIT_INTERNAL = 4
 # Modules that add a subcommand: each has register(commands), adding a parser whose
 # func(args) returns an exit code (and raises DeskpilotError for errors).
-COMMAND_MODULES: tuple[str, ...] = ("agent.replay", "agent.report")
+COMMAND_MODULES: tuple[str, ...] = ("agent.replay", "agent.report", "agent.bench")
 EXIT_CODES_HELP = """exit codes:
   0    the model declared the task done
   1    the model declared it infeasible, or a step/time/cost budget ran out
@@ -91,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--settle-max", type=_positive_float, default=2.0, metavar="SECONDS",
                        help="after each action, wait at most this long for the screen to stop "
                             "changing (default: 2.0)")
-    where.add_argument("--settle-quiet", type=_positive_float, default=0.1, metavar="SECONDS",
-                       help="the screen counts as settled once unchanged this long (default: 0.1)")
+    where.add_argument("--settle-quiet", type=_positive_float, default=0.08, metavar="SECONDS",
+                       help="the screen counts as settled once unchanged this long (default: 0.08)")
     model.add_argument("--retries", type=_nonneg_int, default=4, metavar="N",
                        help="retries of a failed request (connection error, timeout, 429, 5xx) "
                             "with exponential backoff (default: 4)")

@@ -1,0 +1,94 @@
+"""``deskpilot bench`` smoke test (tiny repeat counts, no display, nothing timed) and the
+image-budget rules it measures."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from agent.cli import main
+from agent.errors import UsageError
+from agent.geometry import MonitorGeometry, image_tokens
+from agent.screen import Screenshot, encode_image, parse_encoding, prepare_for_model
+
+ROW_IDS = [
+    "perception_ms/1280x800", "perception_ms/1920x1080", "perception_ms/2560x1440",
+    "settle_ms/static",
+    "tokens/1280x800/h0", "tokens/1280x800/h4", "tokens/1920x1080/h0", "tokens/1920x1080/h4",
+    "tokens/2560x1440/h0", "tokens/2560x1440/h4",
+    "replay_check_steps_per_s", "memory_peak_mb", "memory_growth_mb",
+    "whole_step_ms",
+]
+
+
+def test_bench_smoke_writes_every_row(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--repeat", "1", "--replay-steps", "6", "--steps", "1", "--json", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    rows = {row["id"]: row for row in result["rows"]}
+    assert [row["id"] for row in result["rows"]] == ROW_IDS
+    for name, row in rows.items():
+        if name == "settle_ms/static":
+            assert row["ours"] is None and "live only" in row["note"]  # no display here
+        elif name != "memory_growth_mb":
+            assert row["ours"] > 0 and row["baseline"] > 0, name
+    assert rows["replay_check_steps_per_s"]["detail"]["differences"] == 0
+    assert set(rows["perception_ms/1920x1080"]["detail"]["stages_ms"]) >= {"capture", "resize", "encode", "base64"}
+    h0, h4 = rows["tokens/1920x1080/h0"], rows["tokens/1920x1080/h4"]
+    assert h4["ours"] - h0["ours"] >= 4 * 646 and h4["baseline"] - h0["baseline"] >= 4 * 2691
+    assert rows["tokens/1920x1080/h4"]["target"] and rows["perception_ms/1920x1080"]["target"]
+    printed = capsys.readouterr().out
+    for metric in ("perception per step", "settle after a click", "input tokens per step", "replay check",
+                   "resident memory", "whole step", "profile 1920x1080"):
+        assert metric in printed
+
+
+def test_bench_rejects_an_unknown_encoding(capsys):
+    assert main(["bench", "--encoding", "webp", "--repeat", "1"]) == 2
+    assert "unknown image encoding" in capsys.readouterr().err
+
+
+# --- the image budget ---------------------------------------------------------------------
+
+
+def shot(size) -> Screenshot:
+    return Screenshot(Image.new("RGB", size, "white"), MonitorGeometry(0, 0, *size), 0.0)
+
+
+@pytest.mark.parametrize("text,parsed", [("png", ("png", 1)), ("png:6", ("png", 6)), ("jpeg", ("jpeg", 90)),
+                                         ("jpeg:75", ("jpeg", 75))])
+def test_encodings(text, parsed):
+    assert parse_encoding(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["webp", "png:10", "jpeg:0", "jpeg:x", "jpeg:100"])
+def test_bad_encodings_are_usage_errors(text):
+    with pytest.raises(UsageError):
+        parse_encoding(text)
+
+
+def test_jpeg_data_url_decodes_at_the_sent_size():
+    sent = encode_image(Image.new("RGB", (1920, 1080), "navy"), (1932, 1064), "jpeg:90")
+    assert sent.data_url.startswith("data:image/jpeg;base64,")
+    decoded = Image.open(io.BytesIO(base64.b64decode(sent.data_url.split(",", 1)[1])))
+    assert decoded.size == (1932, 1064) and decoded.format == "JPEG" and sent.n_bytes > 0
+
+
+@pytest.mark.parametrize("size", [(2560, 1440), (3840, 2160), (2880, 1800)])
+def test_downscaled_captures_and_their_history_shots_stay_on_the_28_grid(size):
+    full, half = prepare_for_model(shot(size)), prepare_for_model(shot(size), half=True)
+    for sent in (full, half):
+        assert sent.size[0] % 28 == 0 and sent.size[1] % 28 == 0
+        assert sent.tokens == image_tokens(sent.size) == (sent.size[0] // 28) * (sent.size[1] // 28)
+    assert abs(half.size[0] * 2 - full.size[0]) <= 56 and half.tokens <= full.tokens / 4 + 1
+
+
+@pytest.mark.parametrize("size", [(1920, 1080), (1366, 768), (1280, 800)])
+def test_native_captures_are_sent_unsnapped_and_halved_exactly(size):
+    full, half = prepare_for_model(shot(size)), prepare_for_model(shot(size), half=True)
+    assert full.size == size and half.size == (size[0] // 2, size[1] // 2)
