@@ -9,10 +9,16 @@ or a video that never stops). It returns the seconds it spent, which the loop re
 key presses alike.
 
 Two thumbnails are "the same" when at most ``tolerance`` of their pixels differ by more
-than ``pixel_threshold`` gray levels: a blinking text cursor (a few hundredths of a
-percent of the screen) does not keep the screen "changing", a tooltip, a menu or a new
-window does. A thumbnail averages blocks of pixels so the probe costs about 3 ms on a
-1920x1080 monitor (grab 1.5 ms, convert and reduce 1.5 ms).
+than ``pixel_threshold`` gray levels. The default, 0.05 % of the screen, is about a 32x32
+pixel area at 1920x1080: a blinking text cursor (2x18 pixels) does not keep the screen
+"changing", a tooltip, a menu or a new window does; a small spinner may not. Each probe
+is compared with the frame that opened the quiet window, so a slow creep of small
+changes still adds up. A thumbnail block-averages the screen to about 480 pixels wide:
+a probe costs about 4 ms at 1920x1080 (grab 1.5 ms, convert and reduce 2.5 ms).
+
+The window is short on purpose: an app that shows nothing for longer than ``quiet_s``
+after an action and then changes (a slow launch) is caught by the next step's capture
+instead, and the model can answer WAIT.
 
 ``AdaptiveSettle.for_screen(screen)`` builds one for an ``MssScreen``, sharing its mss
 instance and monitor region; any other screen is probed through ``capture()``.
