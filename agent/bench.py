@@ -753,7 +753,7 @@ def format_table(result: dict[str, Any]) -> str:
         if row["id"] == "whole_step_ms":
             ours, base = row["detail"]["ours_parts_ms"], row["detail"]["baseline_parts_ms"]
             lines.append(f"whole step (ms): ours capture+encode+record {ours['capture_s']:.1f} (the recorder's "
-                         f"lossless PNG {ours['recorder_png']:.1f} of it), model round trip {ours['model_s']:.1f}; "
+                         f"lossless PNG alone: {ours['recorder_png']:.1f}), model round trip {ours['model_s']:.1f}; "
                          f"baseline {base['capture_s']:.1f}, {base['model_s']:.1f}")
     lines += [
         "baselines: perception = full-size capture (ImageGrab when live) + full-size PNG (level 6) + base64 + body;",
