@@ -147,7 +147,7 @@ class Performed:
 
 
 def recorded_actions(recording: Recording) -> list[Performed]:
-    """The actions the recorded run actually performed (not DONE/FAIL, not skipped, not failed)."""
+    """The actions the recorded run performed: not DONE/FAIL, not skipped at the approval prompt."""
     performed = []
     for step in recording.steps:
         if _executed(step):
@@ -158,8 +158,9 @@ def recorded_actions(recording: Recording) -> list[Performed]:
 
 
 def _executed(step: Step) -> bool:
+    """Whether the recorded run performed (or started to perform) the step's action."""
     return (step.action is not None and step.action.get("kind") not in TERMINAL_KINDS
-            and not step.note.startswith(("skipped", "the user quit")) and step.error is None)
+            and not step.note.startswith(("skipped", "the user quit")))
 
 
 def simulate(recording: Recording) -> list[Difference]:

@@ -154,6 +154,14 @@ def test_simulate_replays_a_recorded_skip(recording):
     assert [a.step for a in recorded_actions(rec)] == [2, 3] and simulate(rec) == []
 
 
+def test_a_killed_run_still_checks_and_simulates(recording):
+    (recording / "outcome.json").unlink()
+    path = recording / "steps.jsonl"
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:2]))
+    rec = load(recording)
+    assert rec.outcome.status == "incomplete" and check(rec) == [] and simulate(rec) == []
+
+
 def test_simulate_notices_replies_that_were_never_asked_for(recording):
     path = recording / "steps.jsonl"
     lines = path.read_text().splitlines()
