@@ -13,6 +13,8 @@ thousandths of the image the model was sent. They accept a point ``[x, y]`` or a
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import re
 from typing import Annotated, Any, Literal, Union
@@ -261,6 +263,12 @@ def _model_error_inside(exc: Exception) -> Exception | None:
 
 def tool_schemas() -> list[dict[str, Any]]:
     """OpenAI-style tool definitions, one per action, generated from the models above."""
+    return copy.deepcopy(_tool_schemas())
+
+
+@functools.lru_cache(maxsize=1)
+def _tool_schemas() -> list[dict[str, Any]]:
+    # pydantic builds JSON schemas slowly (~9 ms for all actions): once per process
     tools = []
     for kind, cls in ACTION_TYPES.items():
         schema = cls.model_json_schema()

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "text: the trained text format only (default: auto)")
     model.add_argument("--max-image-tokens", type=_positive_int, default=DEFAULT_IMAGE_TOKENS, metavar="N",
                        help=f"downscale screenshots to cost at most N visual tokens (default: {DEFAULT_IMAGE_TOKENS})")
+    model.add_argument("--image-encoding", default="jpeg:90", metavar="ENC",
+                       help="how screenshots are sent: jpeg[:QUALITY] or png[:LEVEL] (default: jpeg:90); "
+                            "recordings always keep the lossless capture")
     model.add_argument("--history-images", type=_nonneg_int, default=4, metavar="N",
                        help="earlier screenshots sent at half size (default: 4)")
     where = run.add_argument_group("screen and input")
@@ -159,8 +162,10 @@ def step_line(step: Step) -> str:
     if step.targets:
         where = " -> " + " -> ".join(f"({t.point_screen[0]}, {t.point_screen[1]})" for t in step.targets)
     retries = f"  [{len(step.attempts) - 1} retries]" if len(step.attempts) > 1 else ""
+    tokens = step.prompt_tokens + step.completion_tokens
+    usage = f"  {tokens:,} tok" + (f" ${step.cost_usd:.4f}" if step.cost_usd else "") if tokens else ""
     error = f"  ! {step.error}" if step.error else ""
-    return f"step {step.step:>3}  {kind}{detail}{where}  {step.timings.model_s:.2f}s{retries}{error}"
+    return f"step {step.step:>3}  {kind}{detail}{where}  {step.timings.model_s:.2f}s{usage}{retries}{error}"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -176,7 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         thinking=args.thinking, thinking_budget=args.thinking_budget, protocol=args.protocol,
         monitor=args.monitor, max_steps=args.max_steps, max_image_tokens=args.max_image_tokens,
         history_images=args.history_images, max_retries=args.retries, read_timeout=args.timeout,
-        connect_timeout=args.connect_timeout,
+        connect_timeout=args.connect_timeout, image_encoding=args.image_encoding,
     )
     key = [settings.api_key.get_secret_value()] if settings.api_key else []
     secrets = Secrets.from_task(args.task, extra=key)
@@ -236,13 +241,6 @@ def _scrub(text: str) -> str:
     for scrub in _SCRUB:
         text = scrub(text)
     return text
-
-
-def _fixed_settle(seconds: float):
-    def settle() -> float:
-        time.sleep(seconds)
-        return seconds
-    return settle
 
 
 def main(argv: Sequence[str] | None = None) -> int:

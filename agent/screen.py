@@ -204,7 +204,7 @@ class MssScreen:
         except ImportError as exc:  # pragma: no cover - mss is a dependency
             raise DisplayError(f"mss is not installed: {exc}") from None
         try:
-            self._mss = mss.mss()
+            self._mss = (getattr(mss, "MSS", None) or mss.mss)()  # mss 10 renamed the class
         except Exception as exc:  # mss raises ScreenShotError and friends
             raise DisplayError(f"cannot open the display for capture ({exc}): is DISPLAY right?") from None
         monitors = self._mss.monitors
@@ -218,7 +218,8 @@ class MssScreen:
 
     def capture(self) -> Screenshot:
         raw = self._mss.grab(self.region)
-        image = Image.frombytes("RGB", raw.size, raw.bgra, "raw", "BGRX")
+        # straight from mss's buffer: .bgra would copy the whole frame first
+        image = Image.frombytes("RGB", raw.size, raw.raw, "raw", "BGRX")
         # mss gives the monitor in screen units and the image in physical pixels: their
         # ratio is the HiDPI scale (2.0 on Retina, 1.0 on X11).
         scale = image.width / self.region["width"]

@@ -105,3 +105,9 @@ def test_missing_secret_variable(tmp_path):
     proc = deskpilot("run", "type {{secret:PIN}}", "--provider", "vllm", "--screens", str(SCREENS),
                      "--recordings", str(tmp_path))
     assert proc.returncode == 2 and "DESKPILOT_SECRET_PIN" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_image_encoding_is_a_usage_error(tmp_path):
+    proc = deskpilot("run", "x", "--provider", "vllm", "--screens", str(SCREENS), "--image-encoding", "webp",
+                     "--recordings", str(tmp_path))
+    assert proc.returncode == 2 and "png[:LEVEL] or jpeg[:QUALITY]" in proc.stderr and not any(tmp_path.iterdir())
