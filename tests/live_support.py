@@ -1,0 +1,202 @@
+"""Helpers for live tests (not tests themselves): a private X server and the Tk target app.
+
+* ``have_xvfb()``: whether Xvfb is installed (live tests skip without it).
+* ``xvfb_display(width, height)``: a context manager running Xvfb (``-nolisten tcp``, on a
+  free display number chosen by Xvfb itself through ``-displayfd``) plus openbox, with
+  ``os.environ["DISPLAY"]`` pointing at it inside the block; yields the display name.
+* ``TargetApp(events_file=None, geometry=None)``: starts ``tests/apps/target_app.py`` on
+  the current DISPLAY and waits for its "ready" event (kept as ``.ready``); ``events()``
+  reads back what it logged (format: that file's docstring), ``wait_for(predicate,
+  timeout, since=0)`` polls until ``predicate(events)`` holds, ``mark()`` counts events
+  so far (for ``since``), ``rect(name)``/``center(name)`` give widgets' screen places.
+
+pyautogui and several displays in one process: importing pyautogui binds it to the display
+DISPLAY names at that moment. Instead of running live parts in subprocesses, the executor
+re-points it: ``PyAutoGuiExecutor`` records the display it was built on and, before every
+action, calls ``actions.pyautogui_executor.bind_pyautogui(display)``, which reloads
+pyautogui's X11 backend (``pyautogui._pyautogui_x11``: its ``_display`` connection and
+keycode table) when it is bound elsewhere, and recomputes the fail-safe corners for that
+screen's size. So build the executor (and any ``mss`` grabber, which also reads DISPLAY
+when created) inside the ``xvfb_display`` block, e.g. one at 1280x800 and then one at
+2560x1440; an executor must not be used after its display is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+TARGET_APP = Path(__file__).parent / "apps" / "target_app.py"
+
+
+def have_xvfb() -> bool:
+    """True when the Xvfb binary is on PATH."""
+    return shutil.which("Xvfb") is not None
+
+
+@contextmanager
+def xvfb_display(width: int = 1280, height: int = 800, *, window_manager: bool = True,
+                 timeout: float = 10.0) -> Iterator[str]:
+    """Run a private Xvfb of ``width`` x ``height`` (and openbox); DISPLAY points at it inside."""
+    read_fd, write_fd = os.pipe()
+    xvfb = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{width}x{height}x24",
+         "-nolisten", "tcp"],
+        pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    os.close(write_fd)
+    wm = None
+    saved = os.environ.get("DISPLAY")
+    try:
+        name = ":" + _read_line(read_fd, timeout, xvfb)
+        os.environ["DISPLAY"] = name
+        _wait_for_server(name, timeout)
+        if window_manager and shutil.which("openbox"):
+            wm = subprocess.Popen(["openbox", "--sm-disable"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+            _wait_for_wm(name, timeout)
+        yield name
+    finally:
+        os.close(read_fd)
+        for proc in (wm, xvfb):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        if saved is None:
+            os.environ.pop("DISPLAY", None)
+        else:
+            os.environ["DISPLAY"] = saved
+
+
+def _read_line(fd: int, timeout: float, proc: subprocess.Popen) -> str:
+    data = b""
+    end = time.monotonic() + timeout
+    while not data.endswith(b"\n"):
+        ready, _, _ = select.select([fd], [], [], max(0.0, end - time.monotonic()))
+        chunk = os.read(fd, 64) if ready else b""
+        if not chunk:
+            raise RuntimeError(f"Xvfb did not start (exit code {proc.poll()})")
+        data += chunk
+    return data.decode().strip()
+
+
+def _wait_for_server(name: str, timeout: float) -> None:
+    from Xlib.display import Display
+
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            Display(name).close()
+            return
+        except Exception:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.05)
+
+
+def _wait_for_wm(name: str, timeout: float) -> None:
+    """Wait until a EWMH window manager has announced itself on the root window."""
+    from Xlib.display import Display
+
+    display = Display(name)
+    try:
+        check = display.intern_atom("_NET_SUPPORTING_WM_CHECK")
+        end = time.monotonic() + timeout
+        while display.screen().root.get_full_property(check, 0) is None:
+            if time.monotonic() > end:
+                raise RuntimeError("the window manager did not start")
+            time.sleep(0.05)
+    finally:
+        display.close()
+
+
+class TargetApp:
+    """``tests/apps/target_app.py`` running on the current DISPLAY; a context manager.
+
+    ``events_file`` defaults to a private temporary file. ``ready`` is the app's "ready"
+    event (window and widget rectangles in screen pixels).
+    """
+
+    def __init__(self, events_file: str | Path | None = None, geometry: str | None = None,
+                 timeout: float = 15.0) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="deskpilot-target-")
+        self.events_file = Path(events_file or Path(self._dir.name) / "events.jsonl")
+        self.events_file.write_text("")
+        command = [sys.executable, str(TARGET_APP), str(self.events_file)]
+        if geometry:
+            command += ["--geometry", geometry]
+        self._stderr = open(Path(self._dir.name) / "stderr.txt", "w+")
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self._stderr)
+        try:
+            events = self.wait_for(lambda evs: any(e["event"] == "ready" for e in evs), timeout)
+        except BaseException:
+            self.close()
+            raise
+        self.ready: dict[str, Any] = next(e for e in events if e["event"] == "ready")
+
+    def __enter__(self) -> "TargetApp":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every event logged so far, oldest first (the first one is "ready")."""
+        with open(self.events_file, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.endswith("\n")]
+
+    def mark(self) -> int:
+        """The number of events so far: pass it as ``since`` to look only at newer ones."""
+        return len(self.events())
+
+    def wait_for(self, predicate: Callable[[list[dict[str, Any]]], Any], timeout: float = 5.0,
+                 since: int = 0) -> list[dict[str, Any]]:
+        """Poll until ``predicate(events[since:])`` is true and return those events.
+
+        Raises TimeoutError (showing the last events) or RuntimeError if the app died.
+        """
+        end = time.monotonic() + timeout
+        while True:
+            events = self.events()[since:]
+            if predicate(events):
+                return events
+            if self.process.poll() is not None:
+                self._stderr.seek(0)
+                raise RuntimeError(f"target app exited ({self.process.returncode}): {self._stderr.read()}")
+            if time.monotonic() > end:
+                raise TimeoutError(f"no matching events within {timeout}s; last events: {events[-12:]}")
+            time.sleep(0.02)
+
+    def rect(self, widget: str) -> dict[str, int]:
+        """The screen rectangle {x, y, width, height} of 'ok', 'entry', 'canvas' or 'window'."""
+        return self.ready["window"] if widget == "window" else self.ready["widgets"][widget]
+
+    def center(self, widget: str) -> tuple[int, int]:
+        """The screen pixel at the centre of a widget."""
+        r = self.rect(widget)
+        return r["x"] + r["width"] // 2, r["y"] + r["height"] // 2
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._stderr.close()
+        self._dir.cleanup()
