@@ -217,7 +217,11 @@ def _run_step(number, task, screen, planner, executor, settings, limits, history
             action, result_note = _ask_approval(approve, action, step)
         if action is not None and action.kind not in TERMINAL_KINDS:
             t_exec = time.monotonic()
-            executor.execute(action, [tuple(t.point_screen) for t in step.targets])
+            try:
+                executor.execute(action, [tuple(t.point_screen) for t in step.targets])
+            except ModelError as exc:  # e.g. a key name no keyboard has: the model sees why
+                step.error = f"{type(exc).__name__}: {exc}"
+                result_note = f"failed: {exc}"
             step.timings.execute_s = round(time.monotonic() - t_exec, 4)
             if settle is not None:
                 step.timings.settle_s = round(settle(), 4)

@@ -113,3 +113,18 @@ def test_memory_is_carried_to_the_next_step(tmp_path):
     planner, _, _, kwargs = run(replies, tmp_path)
     run_episode("t", **kwargs)
     assert planner.calls[1].memory == ["original $80"]
+
+
+def test_an_action_the_executor_rejects_is_shown_to_the_model(tmp_path):
+    from agent.errors import InvalidArguments
+
+    class NoSuchKey(DryRunExecutor):
+        def execute(self, action, points_screen):
+            if action.kind == "key":
+                raise InvalidArguments("unknown key 'hyper'")
+            super().execute(action, points_screen)
+
+    planner, executor, recorder, kwargs = run(["key(keys='hyper+x')", "DONE()"], tmp_path, executor=NoSuchKey())
+    assert run_episode("t", **kwargs).outcome.status == "done"
+    assert "unknown key 'hyper'" in load(recorder.path).steps[0].error
+    assert planner.calls[1].history[0].result == "failed: unknown key 'hyper'"
