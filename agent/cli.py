@@ -188,7 +188,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _SCRUB.append(secrets.scrub)
     dry_run = args.dry_run or args.screens is not None
     screen = ImageScreen(args.screens) if args.screens else MssScreen(args.monitor)
-    kill_switch = None
+    kill_switch = live_executor = None
     if args.screens is None:
         kill_switch = KillSwitch(args.kill_hotkey).start()
     if dry_run:
@@ -197,7 +197,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         from actions.pyautogui_executor import PyAutoGuiExecutor
 
         stop = kill_switch.stop_event.is_set if kill_switch else None
-        executor = SecretTypingExecutor(PyAutoGuiExecutor(should_stop=stop), secrets)
+        live_executor = PyAutoGuiExecutor(should_stop=stop)
+        executor = SecretTypingExecutor(live_executor, secrets)
     approve = Approver(args.confirm, _split(args.always_confirm))
     planner = GLMPlanner(settings, stop_event=kill_switch.stop_event if kill_switch else None)
     recorder = JsonlRecorder(args.recordings, args.task, settings.public(),
@@ -219,6 +220,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if kill_switch is not None:
             kill_switch.stop()
+        if live_executor is not None:
+            live_executor.close()  # undo the keymap bindings made for typing
         planner.close()
         print(f"deskpilot: recording in {recorder.path}", flush=True)
     outcome = result.outcome

@@ -2,7 +2,7 @@
 
 Run as ``python tests/apps/target_app.py EVENTS_FILE [--geometry WxH+X+Y]``. Every event is
 appended to EVENTS_FILE as one JSON line, flushed at once. All coordinates are root (screen)
-pixels. The events:
+pixels, and every event carries ``"t"``, the wall-clock time it was logged. The events:
 
 * ``{"event": "ready", "window": R, "widgets": {"ok": R, "entry": R, "canvas": R},
   "screen": {"width": W, "height": H}}`` once the window is mapped, placed and focused,
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 import tkinter as tk
 
 MAGENTA, CYAN, YELLOW = "#FF00FF", "#00FFFF", "#FFFF00"
@@ -40,7 +41,7 @@ def main() -> None:
     out = open(args.events_file, "a", encoding="utf-8")
 
     def log(event: str, **fields) -> None:
-        out.write(json.dumps({"event": event, **fields}, ensure_ascii=False) + "\n")
+        out.write(json.dumps({"event": event, **fields, "t": time.time()}, ensure_ascii=False) + "\n")
         out.flush()
 
     root = tk.Tk()
