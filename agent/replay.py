@@ -320,6 +320,8 @@ class LiveReplayer:
         self.log, self.sleep = log, sleep
         self.out = recording.path / "replay"
         self.current = 0  # the step being replayed
+        self.performed = 0  # actions performed
+        self.healed: list[int] = []  # steps whose target the model found again
 
     def run(self) -> list[Difference]:
         previous: Step | None = None
@@ -332,11 +334,13 @@ class LiveReplayer:
             previous = step
             action = ACTION_ADAPTER.validate_python(step.action)
             points = [tuple(t.point_screen) for t in step.targets]
+            how = ""
             if step.targets:
                 shot, compared = self._look(step)
                 live = Geometry(left=shot.monitor.left, top=shot.monitor.top, width=shot.monitor.width,
                                 height=shot.monitor.height, scale=shot.monitor.scale)
                 points = self._live_points(step.targets, live)
+                how = f" (screen matched: {compared.score:.3f})"
                 if compared.score > self.threshold:
                     saved = self._save(step, compared)
                     what = (f"the live screen differs around the target ({compared.score:.3f} > threshold "
@@ -344,12 +348,14 @@ class LiveReplayer:
                     if self.healer is None:
                         return [Difference(step.step, what)]
                     self.log(f"step {step.step}: {what}; asking the model to find it again")
+                    recorded = points
                     points = self.healer(step, action, shot)
-                    self.log(f"step {step.step}: healed: {_describe(action)} now at "
-                             + " -> ".join(f"({x}, {y})" for x, y in points))
+                    self.healed.append(step.step)
+                    how = " (healed; recorded at " + " -> ".join(f"({x}, {y})" for x, y in recorded) + ")"
             self.executor.execute(action, points)
-            self.log(f"step {step.step}: {step.action_text}"
-                     + ("".join(f" at ({x}, {y})" for x, y in points) if points else ""))
+            self.performed += 1
+            where = " at " + " -> ".join(f"({x}, {y})" for x, y in points) if points else ""
+            self.log(f"step {step.step}: {_describe(action)}{where}{how}")
         return []
 
     def _look(self, step: Step):
@@ -379,8 +385,8 @@ class LiveReplayer:
 
 
 def _describe(action: Action) -> str:
-    info = getattr(action, "element_info", "")
-    return f"{action.kind} {info!r}" if info else action.kind
+    detail = getattr(action, "element_info", "") or getattr(action, "content", "") or getattr(action, "keys", "")
+    return f"{action.kind} {detail!r}" if detail else action.kind
 
 
 class ModelHealer:
@@ -485,7 +491,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     elif args.mode == "simulate":
         found = simulate(recording)
     else:
-        found = _execute(recording, args)
+        found, performed, healed = _execute(recording, args)
+        if not found:
+            note = f"; healed steps {', '.join(map(str, healed))}" if healed else ""
+            print(f"deskpilot replay: performed {performed} recorded actions{note}")
+            return EXIT_DONE
     for difference in found:
         print(f"DIFFERS {difference}")
     if found:
@@ -496,7 +506,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_DONE
 
 
-def _execute(recording: Recording, args: argparse.Namespace) -> list[Difference]:
+def _execute(recording: Recording, args: argparse.Namespace) -> tuple[list[Difference], int, list[int]]:
+    """Replay live; returns the differences, the number of actions performed, the healed steps."""
     from actions.pyautogui_executor import PyAutoGuiExecutor
     from agent.safety import DEFAULT_KILL_HOTKEY, KillSwitch, Secrets, SecretTypingExecutor
     from agent.screen import MssScreen
@@ -519,14 +530,15 @@ def _execute(recording: Recording, args: argparse.Namespace) -> list[Difference]
                             speed=args.speed, max_wait=args.max_wait, settle=args.settle,
                             log=lambda line: print(secrets.scrub(line), flush=True))
     try:
-        return replayer.run()
+        found = replayer.run()
     except _HealFailed as exc:
-        return [Difference(replayer.current, str(exc))]
+        found = [Difference(replayer.current, str(exc))]
     finally:
         kill_switch.stop()
         if planner is not None:
             planner.close()
         screen.close()
+    return found, replayer.performed, replayer.healed
 
 
 def _heal_settings(recording: Recording, args: argparse.Namespace):
