@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--max-steps", type=_positive_int, default=30, metavar="N", help="step budget (default: 30)")
     limits.add_argument("--max-time", type=_positive_float, metavar="SECONDS", help="time budget")
     limits.add_argument("--max-cost", type=_positive_float, metavar="USD", help="cost budget (estimated)")
+    limits.add_argument("--price-in", type=_nonneg_float, metavar="USD",
+                        help="price per million input tokens for cost estimates (default: the provider's)")
+    limits.add_argument("--price-out", type=_nonneg_float, metavar="USD",
+                        help="price per million output tokens (default: the provider's)")
     safety = run.add_argument_group("safety")
     safety.add_argument("--kill-hotkey", default=DEFAULT_KILL_HOTKEY, metavar="KEYS",
                         help="global hotkey that stops the run from any window: KEY*N (a key pressed "
@@ -136,6 +140,16 @@ def _nonneg_int(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
     return value
@@ -182,6 +196,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         monitor=args.monitor, max_steps=args.max_steps, max_image_tokens=args.max_image_tokens,
         history_images=args.history_images, max_retries=args.retries, read_timeout=args.timeout,
         connect_timeout=args.connect_timeout, image_encoding=args.image_encoding,
+        price_in=args.price_in, price_out=args.price_out,
     )
     key = [settings.api_key.get_secret_value()] if settings.api_key else []
     secrets = Secrets.from_task(args.task, extra=key)

@@ -111,3 +111,18 @@ def test_bad_image_encoding_is_a_usage_error(tmp_path):
     proc = deskpilot("run", "x", "--provider", "vllm", "--screens", str(SCREENS), "--image-encoding", "webp",
                      "--recordings", str(tmp_path))
     assert proc.returncode == 2 and "png[:LEVEL] or jpeg[:QUALITY]" in proc.stderr and not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("flags,status,message", [
+    (["--price-in", "100", "--max-cost", "0.15"], "max_cost", "cost budget ($0.15) was reached"),
+    (["--max-steps", "2"], "max_steps", "step budget (2) ran out"),
+])
+def test_budgets_end_the_run_cleanly_and_say_which(tmp_path, flags, status, message):
+    with FakeModelServer(FormBrain("report.txt")) as server:  # the fake reports 1,000 prompt tokens a request
+        proc = deskpilot("run", "fill the form", "--provider", "vllm", "--base-url", server.base_url,
+                         "--screens", str(SCREENS), "--recordings", str(tmp_path), *flags)
+    assert proc.returncode == 1 and message in proc.stdout, proc.stdout + proc.stderr
+    rec = load(next(tmp_path.iterdir()))
+    assert rec.outcome.status == status and len(rec.steps) == 2
+    if status == "max_cost":
+        assert rec.outcome.cost_usd == pytest.approx(0.2, rel=0.01) and "$0.1" in proc.stdout
