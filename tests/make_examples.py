@@ -1,7 +1,7 @@
 """Regenerate the example recordings in recordings/examples/ from real runs of the CLI.
 
     python tests/make_examples.py            # the dry-run examples (no display needed)
-    python tests/make_examples.py --live     # also the live one (needs Xvfb, Tk, tests/live_support.py)
+    python tests/make_examples.py --live     # also the live one (needs Xvfb, openbox, Tk)
 
 Each example is ``deskpilot run`` as a user would start it (a subprocess), against the local
 fake model server (agent.fakeserver) whose brain finds the form's cyan field and magenta OK
@@ -16,7 +16,6 @@ parser or grounding change that would alter a recorded run fails the suite.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -57,7 +56,7 @@ def run_cli(brain: Any, args: list[str], env: dict[str, str] | None = None) -> P
             [sys.executable, "-m", "agent", "run", TASK, "--provider", "vllm", "--base-url", server.base_url,
              "--recordings", str(out), *args],
             capture_output=True, text=True, timeout=120, cwd=ROOT,
-            env={**(env or {}), "PYTHONPATH": str(ROOT)} if env is not None else _env())
+            env=env if env is not None else _env())
     print(proc.stdout, end="")
     if proc.returncode != 0:
         raise SystemExit(f"deskpilot run failed ({proc.returncode}):\n{proc.stderr}")
@@ -101,15 +100,20 @@ def dry_run_examples() -> None:
 
 
 def live_example() -> None:
-    try:
-        from tests.live_support import TargetApp, xvfb_display
-    except ImportError as exc:
-        raise SystemExit(f"the live example needs tests/live_support.py ({exc})") from None
-    with xvfb_display(800, 600) as display, TargetApp(display) as app:
-        env = {**_env(), "DISPLAY": display if isinstance(display, str) else str(display)}
-        folder = run_cli(FormBrain("report.txt"), ["--protocol", "tools", "--max-steps", "8"], env=env)
-        events = app.events() if hasattr(app, "events") else []
-        (folder / "app-events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    """A live run under Xvfb: real captures of the Tk target app, real pyautogui input."""
+    import os
+
+    from tests.live_support import TargetApp, have_xvfb, xvfb_display
+
+    if not have_xvfb():
+        raise SystemExit("the live example needs Xvfb (and openbox, Tk)")
+    with xvfb_display(960, 640), TargetApp(geometry="720x520+120+60") as app:
+        folder = run_cli(FormBrain("report.txt"), ["--protocol", "tools", "--max-steps", "8"],
+                         env={**_env(), "DISPLAY": os.environ["DISPLAY"]})
+        app.wait_for(lambda events: any(e.get("widget") == "ok" for e in events), 5)
+        typed = [e["text"] for e in app.events() if e["event"] == "entry"]
+        if not typed or typed[-1] != "report.txt":
+            raise SystemExit(f"the live run did not type into the app: {app.events()}")
     publish(folder, "form-live-xvfb")
 
 
