@@ -327,3 +327,20 @@ def test_execute_live_replays_stops_on_a_moved_window_and_heals(tmp_path):
             app.wait_for(lambda events: any(e.get("widget") == "ok" for e in events), 5)
             assert clicked(app) == ["entry", "ok"] and typed(app) == "report.txt"
             assert len(server.requests) == 2 and "performed 3 recorded actions; healed steps 1, 3" in proc.stdout
+
+
+@pytest.mark.live
+def test_the_committed_live_example_replays_on_the_target_app(tmp_path):
+    live_support = pytest.importorskip("tests.live_support")
+    example = ROOT / "recordings" / "examples" / "form-live-xvfb"
+    if not live_support.have_xvfb() or not example.exists():
+        pytest.skip("needs Xvfb and the live example")
+    copy = tmp_path / example.name  # replay writes crops into the recording on a mismatch
+    shutil.copytree(example, copy)
+    monitor = load(copy).header.monitor
+    with live_support.xvfb_display(monitor.width, monitor.height):
+        with live_support.TargetApp(geometry="720x520+120+60") as app:  # as in tests/make_examples.py
+            proc = live_cli("replay", str(copy), "--mode", "execute", "--speed", "4")
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            app.wait_for(lambda events: any(e.get("widget") == "ok" for e in events), 5)
+            assert clicked(app) == ["entry", "ok"] and typed(app) == "report.txt"
