@@ -216,9 +216,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         executor = SecretTypingExecutor(live_executor, secrets)
     approve = Approver(args.confirm, _split(args.always_confirm))
     planner = GLMPlanner(settings, stop_event=kill_switch.stop_event if kill_switch else None)
-    recorder = JsonlRecorder(args.recordings, args.task, settings.public(),
-                             mode="dry-run" if dry_run else "run")
     limits = Limits(max_steps=args.max_steps, max_time_s=args.max_time, max_cost_usd=args.max_cost)
+    recorder = JsonlRecorder(args.recordings, args.task, {**settings.public(), "model_retries": limits.model_retries},
+                             mode="dry-run" if dry_run else "run")
     print(f"deskpilot: {settings.provider} {settings.model}, {'dry run' if dry_run else 'live'}; "
           f"recording to {recorder.path}", flush=True)
     if kill_switch is not None:

@@ -252,6 +252,7 @@ def _ask_approval(approve, action: Action, step: Step) -> tuple[Action | None, s
         return None, "skipped by the user"
     if decision.action != action:
         step.note = f"edited by the user (the model proposed {step.action_text})"
+        step.proposed_action = step.action
         step.action = decision.action.model_dump(mode="json")
         step.action_text = action_to_call(decision.action)
         step.targets = ground_action(decision.action, step.geometry)

@@ -101,8 +101,11 @@ def check(recording: Recording) -> list[Difference]:
             if attempt.error is not None:
                 found.append(Difference(step.step, f"{label} was rejected ({attempt.error_type}), "
                                                    f"now parses as {now}"))
-            elif edited:
-                continue  # the recorded action is the user's edit, not the model's
+            elif edited:  # the recorded action is the user's edit: compare the model's own
+                proposed = step.proposed_action
+                if proposed is not None and proposed != parsed.action.model_dump(mode="json"):
+                    found.append(Difference(step.step, f"the model's action (edited by the user) "
+                                                       f"was {proposed}, now {now}"))
             else:
                 what = _differs(step.action, step.action_text, step.targets,
                                 parsed.action.model_dump(mode="json"), now, targets)
@@ -192,7 +195,7 @@ def simulate(recording: Recording) -> list[Difference]:
     try:
         result = run_episode(recording.header.task, screen=screen, planner=planner, executor=executor,
                              settings=_settings(recording), on_step=on_step,
-                             limits=Limits(max_steps=len(steps), model_retries=_model_retries(steps)),
+                             limits=Limits(max_steps=len(steps), model_retries=_model_retries(recording)),
                              approve=_recorded_decisions(steps))
     except EndpointError:  # the scripted planner ran out of recorded replies
         at = simulated[-1].step + 1 if simulated else 1
@@ -233,8 +236,13 @@ def _settings(recording: Recording):
         raise UsageError(f"{recording.path / 'header.json'}: settings: {exc}") from None
 
 
-def _model_retries(steps: list[Step]) -> int:
-    """The recorded run's retry budget: a step with no usable reply used all of it."""
+def _model_retries(recording: Recording) -> int:
+    """The recorded run's retry budget: from the header, else worked out from the steps
+    (a step with no usable reply used all of it)."""
+    recorded = recording.header.settings.get("model_retries")
+    if isinstance(recorded, int):
+        return recorded
+    steps = recording.steps
     exhausted = [len(s.attempts) - 1 for s in steps if s.attempts and all(a.error for a in s.attempts)]
     if exhausted:
         return max(exhausted)

@@ -46,6 +46,7 @@ import json
 import os
 import re
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -135,6 +136,8 @@ class Step(BaseModel):
     cost_usd: float = 0.0
     error: str | None = None
     note: str = Field("", description='what the user did at the approval prompt, e.g. "skipped by the user"')
+    proposed_action: dict[str, Any] | None = Field(
+        None, description="the model's own action when the user edited it at the approval prompt")
 
 
 class Prices(BaseModel):
@@ -247,13 +250,26 @@ class JsonlRecorder:
                 "choose a writable folder with --recordings DIR"
             ) from None
         self.started = time.monotonic()
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
 
     def save_screenshot(self, step: int, image: Image.Image) -> str:
+        """Start writing the lossless screenshot in the background (a 1080p PNG takes
+        ~90 ms, done while the model thinks); ``write_step`` waits for it, so a step line
+        never names a file that is not complete on disk."""
         relative = f"screens/step-{step:04d}.png"
-        image.save(self.path / relative, format="PNG", compress_level=1)
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deskpilot-png")
+        self._pending.append(self._writer.submit(image.save, self.path / relative, format="PNG", compress_level=1))
         return relative
 
+    def _wait_for_screenshots(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
     def write_step(self, step: Step) -> None:
+        self._wait_for_screenshots()
         if self.header.monitor is None:  # the monitor is known once something was captured
             self.header.monitor = step.geometry.model_copy()
             _write_json(self.path / "header.json", self.header.model_dump(mode="json"))
@@ -262,6 +278,9 @@ class JsonlRecorder:
         os.fsync(self._steps.fileno())
 
     def finish(self, outcome: Outcome) -> None:
+        self._wait_for_screenshots()
+        if self._writer is not None:
+            self._writer.shutdown()
         if not self._steps.closed:
             self._steps.close()
         _write_json(self.path / "outcome.json", outcome.model_dump(mode="json"))

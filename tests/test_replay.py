@@ -344,3 +344,28 @@ def test_the_committed_live_example_replays_on_the_target_app(tmp_path):
             assert proc.returncode == 0, proc.stdout + proc.stderr
             app.wait_for(lambda events: any(e.get("widget") == "ok" for e in events), 5)
             assert clicked(app) == ["entry", "ok"] and typed(app) == "report.txt"
+
+
+def test_check_compares_the_models_own_action_on_an_edited_step(tmp_path):
+    import io
+
+    from actions.executor import DryRunExecutor
+    from agent.config import Settings
+    from agent.loop import Limits, run_episode
+    from agent.planner import ScriptedPlanner
+    from agent.safety import Approver
+    from agent.screen import ImageScreen
+    from agent.trajectory import JsonlRecorder
+
+    approve = Approver(True, stdin=io.StringIO("e\nhover(start_box='[10,10]')\n"), stdout=io.StringIO())
+    recorder = JsonlRecorder(tmp_path, "t")
+    run_episode("t", screen=ImageScreen(Path(__file__).parent / "screens" / "dialog"),
+                planner=ScriptedPlanner(["left_click(start_box='[500,500]')", "DONE()"]),
+                executor=DryRunExecutor(), settings=Settings.resolve("vllm"), limits=Limits(max_steps=3),
+                recorder=recorder, approve=approve)
+    rec = load(recorder.path)
+    assert rec.steps[0].proposed_action["kind"] == "left_click" and rec.steps[0].action["kind"] == "hover"
+    assert check(rec) == []
+    edit_reply(recorder.path, 1, 1, "[500,500]", "[600,500]")  # the model's reply, not the user's edit
+    (found,) = check(load(recorder.path))
+    assert found.step == 1 and "edited by the user" in found.what
