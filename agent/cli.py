@@ -24,7 +24,8 @@ from agent.config import PROVIDERS, Settings
 from agent.errors import (
     EXIT_DONE, EXIT_INTERRUPTED, EXIT_NOT_DONE, EXIT_USAGE, DeskpilotError, UsageError,
 )
-from agent.safety import DEFAULT_ALWAYS_CONFIRM, DEFAULT_KILL_HOTKEY, Approver, KillSwitch, Secrets, SecretTypingExecutor
+from agent.safety import DEFAULT_ALWAYS_CONFIRM, DEFAULT_KILL_HOTKEY, Approver, KillSwitch, Secrets, SecretTypingExecutor,
+    describe_hotkey,
 from agent.screen import DEFAULT_IMAGE_TOKENS
 from agent.trajectory import Step
 
@@ -222,7 +223,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"deskpilot: {settings.provider} {settings.model}, {'dry run' if dry_run else 'live'}; "
           f"recording to {recorder.path}", flush=True)
     if kill_switch is not None:
-        print(f"deskpilot: stop with {args.kill_hotkey} (from any window), Ctrl-C here, "
+        print(f"deskpilot: stop with {describe_hotkey(args.kill_hotkey)} (in any window), Ctrl-C here, "
               "or throw the mouse into a screen corner", flush=True)
     try:
         result = run_episode(args.task, screen=screen, planner=planner, executor=executor,
@@ -242,7 +243,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     outcome = result.outcome
     cost = f", ${outcome.cost_usd:.4f}" if outcome.cost_usd else ""
     print(f"deskpilot: {outcome.status} after {outcome.steps} steps, {outcome.duration_s:.1f}s, "
-          f"{outcome.prompt_tokens + outcome.completion_tokens} tokens{cost}: {outcome.message}")
+          f"{outcome.prompt_tokens + outcome.completion_tokens:,} tokens{cost}: {outcome.message}")
     if outcome.answer:
         print(f"answer: {outcome.answer}")
     return STATUS_EXIT.get(outcome.status, EXIT_NOT_DONE)

@@ -163,6 +163,15 @@ def parse_hotkey(spec: str) -> tuple[str, int] | str:
     return "+".join(p if len(p) == 1 else f"<{p}>" for p in parts)
 
 
+def describe_hotkey(spec: str) -> str:
+    """'esc*3' -> 'Esc pressed 3 times'; 'ctrl+alt+q' -> 'ctrl+alt+q'."""
+    parsed = parse_hotkey(spec)
+    if isinstance(parsed, tuple):
+        key, count = parsed
+        return f"{key.capitalize()} pressed {count} times" if count > 1 else key.capitalize()
+    return spec.strip().lower()
+
+
 class KillSwitch:
     """A global hotkey that stops the run from anywhere (see the module docstring)."""
 
