@@ -24,8 +24,10 @@ from agent.config import PROVIDERS, Settings
 from agent.errors import (
     EXIT_DONE, EXIT_INTERRUPTED, EXIT_NOT_DONE, EXIT_USAGE, DeskpilotError, UsageError,
 )
-from agent.safety import DEFAULT_ALWAYS_CONFIRM, DEFAULT_KILL_HOTKEY, Approver, KillSwitch, Secrets, SecretTypingExecutor,
+from agent.safety import (
+    DEFAULT_ALWAYS_CONFIRM, DEFAULT_KILL_HOTKEY, Approver, KillSwitch, Secrets, SecretTypingExecutor,
     describe_hotkey,
+)
 from agent.screen import DEFAULT_IMAGE_TOKENS
 from agent.trajectory import Step
 
