@@ -20,6 +20,7 @@ import time
 from typing import Sequence
 
 from agent import __version__
+from agent.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
 from agent.config import PROVIDERS, Settings
 from agent.errors import (
     EXIT_DONE, EXIT_INTERRUPTED, EXIT_NOT_DONE, EXIT_USAGE, DeskpilotError, UsageError,
@@ -76,43 +77,43 @@ def build_parser() -> argparse.ArgumentParser:
                                          "own variable such as SILICONFLOW_API_KEY)")
     model.add_argument("--thinking", action=argparse.BooleanOptionalAction, default=False,
                        help="let the model think before answering (slower, costlier; default: off)")
-    model.add_argument("--thinking-budget", type=_positive_int, metavar="N",
+    model.add_argument("--thinking-budget", type=positive_int, metavar="N",
                        help="thinking token budget where the provider supports one")
     model.add_argument("--protocol", choices=["auto", "tools", "text"], default="auto",
                        help="auto: send tools and accept every text shape; tools: tool calling; "
                             "text: the trained text format only (default: auto)")
-    model.add_argument("--max-image-tokens", type=_positive_int, default=DEFAULT_IMAGE_TOKENS, metavar="N",
+    model.add_argument("--max-image-tokens", type=positive_int, default=DEFAULT_IMAGE_TOKENS, metavar="N",
                        help=f"downscale screenshots to cost at most N visual tokens (default: {DEFAULT_IMAGE_TOKENS})")
     model.add_argument("--image-encoding", default="jpeg:90", metavar="ENC",
                        help="how screenshots are sent: jpeg[:QUALITY] or png[:LEVEL] (default: jpeg:90); "
                             "recordings always keep the lossless capture")
-    model.add_argument("--history-images", type=_nonneg_int, default=4, metavar="N",
+    model.add_argument("--history-images", type=nonneg_int, default=4, metavar="N",
                        help="earlier screenshots sent at half size (default: 4)")
     where = run.add_argument_group("screen and input")
-    where.add_argument("--monitor", type=_nonneg_int, default=1, metavar="N",
+    where.add_argument("--monitor", type=nonneg_int, default=1, metavar="N",
                        help="monitor to capture and act on, mss numbering: 1 = first (default: 1)")
     where.add_argument("--dry-run", action="store_true", help="send no input events at all")
     where.add_argument("--screens", metavar="PATH",
                        help="mocked screens: one PNG, or a folder of PNGs in name order (implies --dry-run)")
-    where.add_argument("--settle-max", type=_positive_float, default=2.0, metavar="SECONDS",
+    where.add_argument("--settle-max", type=positive_float, default=2.0, metavar="SECONDS",
                        help="after each action, wait at most this long for the screen to stop "
                             "changing (default: 2.0)")
-    where.add_argument("--settle-quiet", type=_positive_float, default=0.08, metavar="SECONDS",
+    where.add_argument("--settle-quiet", type=positive_float, default=0.08, metavar="SECONDS",
                        help="the screen counts as settled once unchanged this long (default: 0.08)")
-    model.add_argument("--retries", type=_nonneg_int, default=4, metavar="N",
+    model.add_argument("--retries", type=nonneg_int, default=4, metavar="N",
                        help="retries of a failed request (connection error, timeout, 429, 5xx) "
                             "with exponential backoff (default: 4)")
-    model.add_argument("--timeout", type=_positive_float, default=120.0, metavar="SECONDS",
+    model.add_argument("--timeout", type=positive_float, default=120.0, metavar="SECONDS",
                        help="how long to wait for the model's reply (default: 120)")
-    model.add_argument("--connect-timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+    model.add_argument("--connect-timeout", type=positive_float, default=10.0, metavar="SECONDS",
                        help="how long to wait to connect to the endpoint (default: 10)")
     limits = run.add_argument_group("limits and output")
-    limits.add_argument("--max-steps", type=_positive_int, default=30, metavar="N", help="step budget (default: 30)")
-    limits.add_argument("--max-time", type=_positive_float, metavar="SECONDS", help="time budget")
-    limits.add_argument("--max-cost", type=_positive_float, metavar="USD", help="cost budget (estimated)")
-    limits.add_argument("--price-in", type=_nonneg_float, metavar="USD",
+    limits.add_argument("--max-steps", type=positive_int, default=30, metavar="N", help="step budget (default: 30)")
+    limits.add_argument("--max-time", type=positive_float, metavar="SECONDS", help="time budget")
+    limits.add_argument("--max-cost", type=positive_float, metavar="USD", help="cost budget (estimated)")
+    limits.add_argument("--price-in", type=nonneg_float, metavar="USD",
                         help="price per million input tokens for cost estimates (default: the provider's)")
-    limits.add_argument("--price-out", type=_nonneg_float, metavar="USD",
+    limits.add_argument("--price-out", type=nonneg_float, metavar="USD",
                         help="price per million output tokens (default: the provider's)")
     safety = run.add_argument_group("safety")
     safety.add_argument("--kill-hotkey", default=DEFAULT_KILL_HOTKEY, metavar="KEYS",
@@ -129,43 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(commands)
     return parser
-
-
-def _positive_int(text: str) -> int:
-    value = _nonneg_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
-    return value
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
 
 
 def step_line(step: Step) -> str:

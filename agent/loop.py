@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -79,6 +80,7 @@ def run_episode(task: str, *, screen: Screen, planner: Planner, executor: Execut
     steps: list[Step] = []
     totals = {"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
     outcome: Outcome | None = None
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deskpilot-history")
 
     def finish(status: str, message: str = "", answer: str | None = None) -> Outcome:
         outcome = Outcome(status=status, message=message, answer=answer, steps=len(steps),
@@ -101,7 +103,8 @@ def run_episode(task: str, *, screen: Screen, planner: Planner, executor: Execut
                 outcome = finish(*budget_stop)
                 break
             step, entry, action = _run_step(number, task, screen, planner, executor, settings, limits,
-                                            history, memory, recorder, record, totals, settle, approve)
+                                            history, memory, recorder, record, totals, settle, approve,
+                                            background)
             history.append(entry)
             _drop_old_images(history, settings.history_images)
             if step.memory is not None:
@@ -126,6 +129,7 @@ def run_episode(task: str, *, screen: Screen, planner: Planner, executor: Execut
         outcome = finish("error", str(exc))
         raise
     finally:
+        background.shutdown(wait=False)
         if outcome is None:  # an unexpected exception: still leave a readable recording
             outcome = finish("error", "the run stopped on an internal error")
         if recorder is not None:
@@ -157,7 +161,7 @@ def _drop_old_images(history: list[HistoryEntry], keep: int) -> None:
 
 
 def _run_step(number, task, screen, planner, executor, settings, limits, history, memory,
-              recorder, record, totals, settle, approve):
+              recorder, record, totals, settle, approve, background):
     """One step; the Step is recorded whatever happens inside."""
     t0 = time.monotonic()
     shot = screen.capture()
@@ -171,6 +175,9 @@ def _run_step(number, task, screen, planner, executor, settings, limits, history
     if recorder is not None:
         step.screenshot = recorder.save_screenshot(number, shot.image)
     step.timings.capture_s = round(time.monotonic() - t0, 4)
+    # the half-size shot for later steps' history is made while the model thinks
+    half_shot = background.submit(prepare_for_model, shot, settings.max_image_tokens, settings.image_encoding,
+                                  half=True) if settings.history_images > 0 else None
     action: Action | None = None
     result_note = ""
     try:
@@ -233,9 +240,7 @@ def _run_step(number, task, screen, planner, executor, settings, limits, history
         step.timings.model_s = round(step.timings.model_s, 4)
         step.cost_usd = round(step.cost_usd, 8)
         record(step)
-    half = None
-    if settings.history_images > 0:
-        half = prepare_for_model(shot, settings.max_image_tokens, settings.image_encoding, half=True)
+    half = half_shot.result() if half_shot is not None else None
     entry = HistoryEntry(number, step.thought, step.action_text or "(none)", half, result_note)
     return step, entry, action
 

@@ -43,6 +43,7 @@ from typing import Any, Callable
 from PIL import Image, ImageChops, ImageStat
 
 from actions.schema import ACTION_ADAPTER, POINTING_KINDS, TERMINAL_KINDS, Action, action_to_call
+from agent.argtypes import nonneg_float, positive_float
 from agent.errors import EXIT_DONE, EXIT_NOT_DONE, EndpointError, Interrupted, ModelError, UsageError
 from agent.trajectory import Geometry, Recording, Step, Target, load
 
@@ -453,13 +454,13 @@ def register(commands: Any) -> None:
     live = p.add_argument_group("execute")
     live.add_argument("--heal", action="store_true",
                       help="when the screen differs, ask the model to find the recorded element again")
-    live.add_argument("--speed", type=_positive, default=1.0, metavar="X",
+    live.add_argument("--speed", type=positive_float, default=1.0, metavar="X",
                       help="replay the recorded pauses X times faster (default: 1)")
-    live.add_argument("--max-wait", type=_non_negative, default=5.0, metavar="SECONDS",
+    live.add_argument("--max-wait", type=nonneg_float, default=5.0, metavar="SECONDS",
                       help="longest pause between two actions (default: 5)")
-    live.add_argument("--threshold", type=_non_negative, default=THRESHOLD, metavar="SCORE",
+    live.add_argument("--threshold", type=nonneg_float, default=THRESHOLD, metavar="SCORE",
                       help=f"largest patch difference (0-1) still taken as the same screen (default: {THRESHOLD})")
-    live.add_argument("--settle", type=_non_negative, default=2.0, metavar="SECONDS",
+    live.add_argument("--settle", type=nonneg_float, default=2.0, metavar="SECONDS",
                       help="how long to wait for the screen to match before it counts as changed (default: 2)")
     live.add_argument("--monitor", type=int, metavar="N", help="monitor to act on (default: the recorded one)")
     model = p.add_argument_group("model (--heal)")
@@ -469,23 +470,6 @@ def register(commands: Any) -> None:
     model.add_argument("--api-key", help="API key (default: DESKPILOT_API_KEY, then the provider's variable)")
     model.add_argument("--protocol", choices=["auto", "tools", "text"], help="default: the recorded one")
     p.set_defaults(func=cmd_replay)
-
-
-def _positive(text: str) -> float:
-    value = _non_negative(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
-    return value
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
