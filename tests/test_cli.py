@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,28 @@ def test_budgets_end_the_run_cleanly_and_say_which(tmp_path, flags, status, mess
     assert rec.outcome.status == status and len(rec.steps) == 2
     if status == "max_cost":
         assert rec.outcome.cost_usd == pytest.approx(0.2, rel=0.01) and "$0.1" in proc.stdout
+
+
+def test_a_question_ends_with_the_answer_printed_and_recorded(tmp_path):
+    replies = iter(["The original price is $80.00 and the sale price $60.00.\nMemory: [\"80\", \"60\"]\n"
+                    "hover(start_box='[500,500]', element_info='price tag')",
+                    "DONE(answer='25% off: $80.00 -> $60.00')"])
+    with FakeModelServer(lambda body: next(replies)) as server:
+        proc = deskpilot("run", "what is the discount rate?", "--provider", "vllm", "--base-url", server.base_url,
+                         "--screens", str(SCREENS), "--recordings", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("answer: 25% off: $80.00 -> $60.00")
+    assert load(next(tmp_path.iterdir())).outcome.answer == "25% off: $80.00 -> $60.00"
+
+
+def test_time_budget(tmp_path):
+    def slow(body):
+        time.sleep(0.4)
+        return "WAIT()"
+
+    with FakeModelServer(slow) as server:
+        proc = deskpilot("run", "x", "--provider", "vllm", "--base-url", server.base_url, "--screens", str(SCREENS),
+                         "--recordings", str(tmp_path), "--max-time", "0.6")
+    assert proc.returncode == 1 and "time budget (0.6 s) ran out" in proc.stdout
+    rec = load(next(tmp_path.iterdir()))
+    assert rec.outcome.status == "max_time" and 1 <= len(rec.steps) <= 3

@@ -108,3 +108,13 @@ def test_kill_hotkey_stops_typing_midway(desktop, tmp_path):
     rec = load(next((tmp_path / "rec").iterdir()))
     assert rec.outcome.status == "interrupted" and rec.outcome.message == "stopped by the kill hotkey"
     assert rec.steps[-1].action["kind"] == "type"
+
+
+def test_a_monitor_that_does_not_exist_is_a_usage_error(desktop, tmp_path):
+    if desktop != (1280, 800):
+        pytest.skip("one screen size is enough")
+    proc = subprocess.run([sys.executable, "-m", "agent", "run", "x", "--provider", "vllm", "--monitor", "3",
+                           "--recordings", str(tmp_path)], capture_output=True, text=True, timeout=60,
+                          env=cli_env(DISPLAY=os.environ["DISPLAY"]))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "monitor 3 does not exist: this desktop has 1 monitor(s)" in proc.stderr
