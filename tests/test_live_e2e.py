@@ -34,6 +34,13 @@ def desktop(request):
         yield request.param
 
 
+@pytest.fixture
+def small_desktop():
+    """A 1280x800 desktop of the test's own (one size is enough for these checks)."""
+    with xvfb_display(1280, 800):
+        yield (1280, 800)
+
+
 def deskpilot(server: FakeModelServer, recordings: Path, *args: str, **popen) -> subprocess.Popen:
     command = [sys.executable, "-m", "agent", "run", f"type {TEXT!r} in the field and press OK",
                "--provider", "vllm", "--base-url", server.base_url, "--recordings", str(recordings),
@@ -74,9 +81,7 @@ def test_live_task_clicks_and_types_exactly(desktop, protocol, tmp_path):
 
 
 @pytest.mark.parametrize("fault", FAULTS)
-def test_live_task_survives_each_endpoint_fault(desktop, fault, tmp_path):
-    if desktop != (1280, 800):
-        pytest.skip("one screen size is enough for the fault matrix")
+def test_live_task_survives_each_endpoint_fault(small_desktop, fault, tmp_path):
     with TargetApp(tmp_path / "events.jsonl") as app:
         brain = FaultyBrain(FormBrain("fault " + fault), fault)
         with FakeModelServer(brain) as server:
@@ -88,9 +93,7 @@ def test_live_task_survives_each_endpoint_fault(desktop, fault, tmp_path):
     check_recording_shows_the_retry(next((tmp_path / "rec").iterdir()), fault)
 
 
-def test_kill_hotkey_stops_typing_midway(desktop, tmp_path):
-    if desktop != (1280, 800):
-        pytest.skip("one screen size is enough")
+def test_kill_hotkey_stops_typing_midway(small_desktop, tmp_path):
     long_text = "the quick brown fox jumps over the lazy dog " * 12
     with TargetApp(tmp_path / "events.jsonl") as app:
         with FakeModelServer(FormBrain(long_text)) as server:
@@ -110,9 +113,7 @@ def test_kill_hotkey_stops_typing_midway(desktop, tmp_path):
     assert rec.steps[-1].action["kind"] == "type"
 
 
-def test_a_monitor_that_does_not_exist_is_a_usage_error(desktop, tmp_path):
-    if desktop != (1280, 800):
-        pytest.skip("one screen size is enough")
+def test_a_monitor_that_does_not_exist_is_a_usage_error(small_desktop, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "agent", "run", "x", "--provider", "vllm", "--monitor", "3",
                            "--recordings", str(tmp_path)], capture_output=True, text=True, timeout=60,
                           env=cli_env(DISPLAY=os.environ["DISPLAY"]))
