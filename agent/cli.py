@@ -153,7 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from actions.executor import DryRunExecutor
     from agent.loop import Limits, run_episode
     from agent.planner import GLMPlanner
-    from agent.screen import ImageScreen, MssScreen
+    from agent.screen import ImageScreen, MssScreen, display_warning
     from agent.settle import AdaptiveSettle, SettleConfig
     from agent.trajectory import JsonlRecorder
 
@@ -188,6 +188,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                              mode="dry-run" if dry_run else "run")
     print(f"deskpilot: {settings.provider} {settings.model}, {'dry run' if dry_run else 'live'}; "
           f"recording to {recorder.path}", flush=True)
+    warning = display_warning() if args.screens is None else None
+    if warning:
+        print(f"deskpilot: warning: {warning}", file=sys.stderr, flush=True)
     if kill_switch is not None:
         print(f"deskpilot: stop with {describe_hotkey(args.kill_hotkey)} (in any window), Ctrl-C here, "
               "or throw the mouse into a screen corner", flush=True)

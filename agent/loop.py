@@ -117,14 +117,12 @@ def run_episode(task: str, *, screen: Screen, planner: Planner, executor: Execut
                 break
         else:
             outcome = finish("max_steps", f"the step budget ({limits.max_steps}) ran out")
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted) as exc:
         killed = stop_event is not None and stop_event.is_set()
-        message = "stopped by the kill hotkey" if killed else "interrupted by Ctrl-C"
+        message = "stopped by the kill hotkey" if killed else (
+            "interrupted by Ctrl-C" if isinstance(exc, KeyboardInterrupt) else str(exc))
         outcome = finish("interrupted", message)
         raise Interrupted(message) from None
-    except Interrupted as exc:
-        outcome = finish("interrupted", str(exc))
-        raise
     except DeskpilotError as exc:
         outcome = finish("error", str(exc))
         raise

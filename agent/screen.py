@@ -194,6 +194,14 @@ def check_display() -> None:
             raise DisplayError("no X display: set DISPLAY or use --dry-run --screens PATH")
 
 
+def display_warning() -> str | None:
+    """A caution worth printing before a live run, or None."""
+    if os.environ.get("XDG_SESSION_TYPE") == "wayland" and os.environ.get("DISPLAY"):
+        return ("this is a Wayland session: through XWayland deskpilot sees and controls only X11 "
+                "windows, and native Wayland windows may show up black. An X11 session works fully")
+    return None
+
+
 class MssScreen:
     """Live capture of one monitor with mss (1 = first physical monitor, 0 = all of them)."""
 
