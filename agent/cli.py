@@ -75,10 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model", help="model id (overrides the preset)")
     model.add_argument("--api-key", help="API key (default: DESKPILOT_API_KEY, then the provider's "
                                          "own variable such as SILICONFLOW_API_KEY)")
-    model.add_argument("--thinking", action=argparse.BooleanOptionalAction, default=False,
-                       help="let the model think before answering (slower, costlier; default: off)")
+    model.add_argument("--thinking", action=argparse.BooleanOptionalAction, default=None,
+                       help="let the model think before answering (slower, costlier; default: off, "
+                            "on when --thinking-budget is given)")
     model.add_argument("--thinking-budget", type=positive_int, metavar="N",
-                       help="thinking token budget where the provider supports one")
+                       help="thinking token budget, for SiliconFlow (128-32768) and OpenRouter")
     model.add_argument("--protocol", choices=["auto", "tools", "text"], default="auto",
                        help="auto: send tools and accept every text shape; tools: tool calling; "
                             "text: the trained text format only (default: auto)")
@@ -159,7 +160,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = Settings.resolve(
         args.provider, base_url=args.base_url, model=args.model, api_key=args.api_key,
-        thinking=args.thinking, thinking_budget=args.thinking_budget, protocol=args.protocol,
+        thinking=args.thinking if args.thinking is not None else args.thinking_budget is not None,
+        thinking_budget=args.thinking_budget, protocol=args.protocol,
         monitor=args.monitor, max_steps=args.max_steps, max_image_tokens=args.max_image_tokens,
         history_images=args.history_images, max_retries=args.retries, read_timeout=args.timeout,
         connect_timeout=args.connect_timeout, image_encoding=args.image_encoding,

@@ -152,3 +152,14 @@ def test_time_budget(tmp_path):
     assert proc.returncode == 1 and "time budget (0.6 s) ran out" in proc.stdout
     rec = load(next(tmp_path.iterdir()))
     assert rec.outcome.status == "max_time" and 1 <= len(rec.steps) <= 3
+
+
+@pytest.mark.parametrize("flags,thinking", [([], False), (["--thinking"], True), (["--thinking-budget", "512"], True),
+                                            (["--thinking-budget", "512", "--no-thinking"], False)])
+def test_thinking_flags_reach_the_request(tmp_path, flags, thinking):
+    with FakeModelServer(lambda body: "DONE()") as server:
+        proc = deskpilot("run", "x", "--provider", "vllm", "--base-url", server.base_url, "--screens", str(SCREENS),
+                         "--recordings", str(tmp_path), *flags)
+    assert proc.returncode == 0, proc.stderr
+    assert server.requests[0]["chat_template_kwargs"] == {"enable_thinking": thinking}
+    assert server.requests[0]["skip_special_tokens"] is False
