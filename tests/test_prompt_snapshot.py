@@ -1,0 +1,43 @@
+"""The rendered prompt is pinned: a change to prompts/ or to the layout shows up as a diff here.
+
+Refresh after a deliberate change with ``DESKPILOT_UPDATE_SNAPSHOTS=1 python -m pytest tests/test_prompt_snapshot.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from agent.config import Settings
+from agent.geometry import MonitorGeometry
+from agent.protocol import HistoryEntry, StepRequest, build_body
+from agent.screen import Screenshot, prepare_for_model
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+
+
+def request() -> StepRequest:
+    shot = Screenshot(Image.new("RGB", (1280, 800), "white"), MonitorGeometry(0, 0, 1280, 800), 0.0)
+    half = prepare_for_model(shot, half=True)
+    history = [
+        HistoryEntry(1, "The shop page is open.", "hover(start_box='[500,300]', element_info='price')", half),
+        HistoryEntry(2, "", "(none)", None, "no usable action"),
+        HistoryEntry(3, "I read both prices.", "scroll(start_box='[500,500]', direction='down', step=5)", half),
+    ]
+    return StepRequest("Read the original and discounted price and compute the discount rate.", 4,
+                       prepare_for_model(shot), history, ["original $80.00", "now $60.00"],
+                       "UnparseableReply: no action found")
+
+
+@pytest.mark.parametrize("protocol", ["text", "tools"])
+def test_rendered_prompt_matches_the_snapshot(protocol, monkeypatch):
+    monkeypatch.setattr("agent.protocol.platform_name", lambda: "Linux")
+    settings = Settings.resolve("vllm", protocol=protocol)
+    _, built = build_body(request(), settings, use_tools=protocol == "tools")
+    path = SNAPSHOTS / f"prompt-{protocol}.txt"
+    if os.environ.get("DESKPILOT_UPDATE_SNAPSHOTS"):
+        path.write_text(built.prompt_text, encoding="utf-8")
+    assert built.prompt_text == path.read_text(encoding="utf-8"), f"prompt changed: refresh {path.name} if meant"
