@@ -248,13 +248,13 @@ def _ask_approval(approve, action: Action, step: Step) -> tuple[Action | None, s
     where = "".join(f" at ({t.point_screen[0]}, {t.point_screen[1]})" for t in step.targets)
     decision = approve(action, f"{action_to_call(action)}{where}")
     if decision.verdict == "quit":
-        step.note = "the user quit at the approval prompt"
+        step.decision, step.note = "quit", "the user quit at the approval prompt"
         raise Interrupted("stopped at the approval prompt")
     if decision.verdict == "skip" or decision.action is None:
-        step.note = "skipped by the user"
+        step.decision, step.note = "skip", "skipped by the user"
         return None, "skipped by the user"
     if decision.action != action:
-        step.note = f"edited by the user (the model proposed {step.action_text})"
+        step.decision, step.note = "edit", f"edited by the user (the model proposed {step.action_text})"
         step.proposed_action = step.action
         step.action = decision.action.model_dump(mode="json")
         step.action_text = action_to_call(decision.action)

@@ -9,7 +9,7 @@ Three modes, one recording:
 * ``simulate``: the whole loop (``run_episode``) with the recorded screenshots as mocked
   screens (``ImageScreen``), the recorded replies, every attempt in order, as a
   ``ScriptedPlanner``, and the ``DryRunExecutor``; the executed actions must come out the
-  same, step by step. Approval decisions recorded in ``Step.note`` (skipped, edited) are
+  same, step by step. Approval decisions recorded in ``Step.decision`` (skip, edit, quit) are
   replayed too.
 * ``execute``: the recorded actions performed on the live desktop without the model.
   Before each pointing step the live screen is compared with the recorded screenshot
@@ -83,7 +83,7 @@ def check(recording: Recording) -> list[Difference]:
 
     found: list[Difference] = []
     for step in recording.steps:
-        edited = step.note.startswith("edited by the user")
+        edited = step.decision == "edit"
         for number, attempt in enumerate(step.attempts, start=1):
             label = f"reply {number}" if len(step.attempts) > 1 else "the reply"
             raw = RawReply.model_validate(attempt.raw)
@@ -164,7 +164,7 @@ def recorded_actions(recording: Recording) -> list[Performed]:
 def _executed(step: Step) -> bool:
     """Whether the recorded run performed (or started to perform) the step's action."""
     return (step.action is not None and step.action.get("kind") not in TERMINAL_KINDS
-            and not step.note.startswith(("skipped", "the user quit")))
+            and step.decision not in ("skip", "quit"))
 
 
 def simulate(recording: Recording) -> list[Difference]:
@@ -258,11 +258,9 @@ def _recorded_decisions(steps: list[Step]) -> Callable[[Action, str], Any]:
     for step in steps:
         if step.action is None or step.action.get("kind") in TERMINAL_KINDS:
             continue
-        if step.note.startswith("skipped"):
-            decisions.append(Decision("skip"))
-        elif step.note.startswith("the user quit"):
-            decisions.append(Decision("quit"))
-        elif step.note.startswith("edited by the user"):
+        if step.decision in ("skip", "quit"):
+            decisions.append(Decision(step.decision))
+        elif step.decision == "edit":
             decisions.append(Decision("approve", ACTION_ADAPTER.validate_python(step.action)))
         else:
             decisions.append(None)

@@ -135,7 +135,9 @@ class Step(BaseModel):
     completion_tokens: int = 0
     cost_usd: float = 0.0
     error: str | None = None
-    note: str = Field("", description='what the user did at the approval prompt, e.g. "skipped by the user"')
+    decision: Literal["skip", "edit", "quit"] | None = Field(
+        None, description="what the user decided at the approval prompt (None: approved, or not asked)")
+    note: str = Field("", description='the same in words, e.g. "skipped by the user"')
     proposed_action: dict[str, Any] | None = Field(
         None, description="the model's own action when the user edited it at the approval prompt")
 

@@ -148,7 +148,7 @@ def test_simulate_replays_a_recorded_skip(recording):
     path = recording / "steps.jsonl"
     lines = path.read_text().splitlines()
     data = json.loads(lines[0])
-    data["note"] = "skipped by the user"
+    data["decision"], data["note"] = "skip", "skipped by the user"
     lines[0] = json.dumps(data)
     path.write_text("\n".join(lines) + "\n")
     rec = load(recording)

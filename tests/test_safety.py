@@ -49,7 +49,7 @@ def test_skip_and_edit_at_the_approval_prompt(tmp_path):
     assert [(a.kind, a.points_screen) for a in executor.performed] == [("left_click", ((128, 80),))]
     assert "planned: left_click(start_box='[500,500]') at (640, 400)" in out.getvalue()
     steps = load(recorder.path).steps
-    assert steps[0].note == "skipped by the user" and steps[0].targets[0].point_screen == [640, 400]
+    assert steps[0].decision == "skip" and steps[0].note == "skipped by the user" and steps[0].targets[0].point_screen == [640, 400]
     assert steps[1].note.startswith("edited by the user") and steps[1].action["kind"] == "left_click"
     assert planner.calls[1].history[0].result == "skipped by the user"
 
