@@ -256,40 +256,27 @@ root.mainloop()
 def live_desktop(size: tuple[int, int]) -> Iterator[str]:
     """A private Xvfb of ``size`` with openbox (if installed) and the bench desktop; yields
     the display name, set as DISPLAY while it lasts."""
-    if not shutil.which("Xvfb"):
+    from agent.xvfb import have_xvfb, xvfb_display
+
+    if not have_xvfb():
         raise UsageError("--live needs Xvfb on PATH (apt install xvfb)")
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", f"{size[0]}x{size[1]}x24", "-nolisten", "tcp"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    procs = [xvfb]
-    old = os.environ.get("DISPLAY")
-    try:
-        number = xvfb.stdout.readline().strip()  # type: ignore[union-attr]
-        if not number:
-            raise UsageError("Xvfb did not start")
-        display = os.environ["DISPLAY"] = f":{number}"
-        if shutil.which("openbox"):
-            procs.append(subprocess.Popen(["openbox"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    with xvfb_display(*size) as display:
         root = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
         app = subprocess.Popen([sys.executable, "-c", DESKTOP_APP, str(size[0]), str(size[1])], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        procs.append(app)
-        if app.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
-            raise UsageError("the bench desktop did not start under Xvfb (is tkinter installed?)")
-        time.sleep(1.0)  # let every window map and paint
-        yield display
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
+        try:
+            if app.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
+                raise UsageError("the bench desktop did not start under Xvfb (is tkinter installed?)")
+            time.sleep(1.0)  # let every window map and paint
+            yield display
+        finally:
+            app.terminate()
             try:
-                proc.wait(timeout=5)
+                app.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if old is None:
-            os.environ.pop("DISPLAY", None)
-        else:
-            os.environ["DISPLAY"] = old
+                app.kill()
+                app.wait()
 
 
 # --- perception --------------------------------------------------------------------------

@@ -16,15 +16,12 @@ import argparse
 import importlib
 import os
 import sys
-import time
 from typing import Sequence
 
 from agent import __version__
 from agent.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
 from agent.config import PROVIDERS, Settings
-from agent.errors import (
-    EXIT_DONE, EXIT_INTERRUPTED, EXIT_NOT_DONE, EXIT_USAGE, DeskpilotError, UsageError,
-)
+from agent.errors import EXIT_DONE, EXIT_INTERRUPTED, EXIT_NOT_DONE, EXIT_USAGE, DeskpilotError
 from agent.safety import (
     DEFAULT_ALWAYS_CONFIRM, DEFAULT_KILL_HOTKEY, Approver, KillSwitch, Secrets, SecretTypingExecutor,
     describe_hotkey,

@@ -27,7 +27,7 @@ from agent.planner import Planner
 from agent.protocol import HistoryEntry, StepRequest
 from agent.safety import Decision
 from agent.screen import Screen, prepare_for_model
-from agent.trajectory import Attempt, Geometry, JsonlRecorder, Outcome, SentInfo, Step, Target, Timings
+from agent.trajectory import Attempt, Geometry, JsonlRecorder, Outcome, SentInfo, Step, Target
 
 
 @dataclass(frozen=True)

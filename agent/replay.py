@@ -42,7 +42,7 @@ from typing import Any, Callable
 
 from PIL import Image, ImageChops, ImageStat
 
-from actions.schema import ACTION_ADAPTER, POINTING_KINDS, TERMINAL_KINDS, Action, action_to_call
+from actions.schema import ACTION_ADAPTER, TERMINAL_KINDS, Action, action_to_call
 from agent.argtypes import nonneg_float, positive_float
 from agent.errors import EXIT_DONE, EXIT_NOT_DONE, EndpointError, Interrupted, ModelError, UsageError
 from agent.trajectory import Geometry, Recording, Step, Target, load

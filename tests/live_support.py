@@ -1,7 +1,7 @@
 """Helpers for live tests (not tests themselves): a private X server and the Tk target app.
 
 * ``have_xvfb()``: whether Xvfb is installed (live tests skip without it).
-* ``xvfb_display(width, height)``: a context manager running Xvfb (``-nolisten tcp``, on a
+* ``xvfb_display(width, height)`` (from ``agent.xvfb``, shared with ``bench --live``): a context manager running Xvfb (``-nolisten tcp``, on a
   free display number chosen by Xvfb itself through ``-displayfd``) plus openbox, with
   ``os.environ["DISPLAY"]`` pointing at it inside the block; yields the display name.
 * ``TargetApp(events_file=None, geometry=None)``: starts ``tests/apps/target_app.py`` on
@@ -24,104 +24,16 @@ when created) inside the ``xvfb_display`` block, e.g. one at 1280x800 and then o
 from __future__ import annotations
 
 import json
-import os
-import select
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
+
+from agent.xvfb import have_xvfb, xvfb_display  # noqa: F401  (the live tests import them from here)
 
 TARGET_APP = Path(__file__).parent / "apps" / "target_app.py"
-
-
-def have_xvfb() -> bool:
-    """True when the Xvfb binary is on PATH."""
-    return shutil.which("Xvfb") is not None
-
-
-@contextmanager
-def xvfb_display(width: int = 1280, height: int = 800, *, window_manager: bool = True,
-                 timeout: float = 10.0) -> Iterator[str]:
-    """Run a private Xvfb of ``width`` x ``height`` (and openbox); DISPLAY points at it inside."""
-    read_fd, write_fd = os.pipe()
-    xvfb = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{width}x{height}x24",
-         "-nolisten", "tcp"],
-        pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    os.close(write_fd)
-    wm = None
-    saved = os.environ.get("DISPLAY")
-    try:
-        name = ":" + _read_line(read_fd, timeout, xvfb)
-        os.environ["DISPLAY"] = name
-        _wait_for_server(name, timeout)
-        if window_manager and shutil.which("openbox"):
-            wm = subprocess.Popen(["openbox", "--sm-disable"], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-            _wait_for_wm(name, timeout)
-        yield name
-    finally:
-        os.close(read_fd)
-        for proc in (wm, xvfb):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        if saved is None:
-            os.environ.pop("DISPLAY", None)
-        else:
-            os.environ["DISPLAY"] = saved
-
-
-def _read_line(fd: int, timeout: float, proc: subprocess.Popen) -> str:
-    data = b""
-    end = time.monotonic() + timeout
-    while not data.endswith(b"\n"):
-        ready, _, _ = select.select([fd], [], [], max(0.0, end - time.monotonic()))
-        chunk = os.read(fd, 64) if ready else b""
-        if not chunk:
-            raise RuntimeError(f"Xvfb did not start (exit code {proc.poll()})")
-        data += chunk
-    return data.decode().strip()
-
-
-def _wait_for_server(name: str, timeout: float) -> None:
-    from Xlib.display import Display
-
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            Display(name).close()
-            return
-        except Exception:
-            if time.monotonic() > end:
-                raise
-            time.sleep(0.05)
-
-
-def _wait_for_wm(name: str, timeout: float) -> None:
-    """Wait until a EWMH window manager has announced itself on the root window."""
-    from Xlib.display import Display
-
-    display = Display(name)
-    try:
-        check = display.intern_atom("_NET_SUPPORTING_WM_CHECK")
-        end = time.monotonic() + timeout
-        while display.screen().root.get_full_property(check, 0) is None:
-            if time.monotonic() > end:
-                raise RuntimeError("the window manager did not start")
-            time.sleep(0.05)
-    finally:
-        display.close()
 
 
 class TargetApp:

@@ -8,7 +8,6 @@ Also the kill switch (issue 4): the hotkey pressed mid-typing leaves only a pref
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

@@ -17,7 +17,6 @@ from agent.errors import Interrupted, UsageError
 from agent.fakeserver import FakeModelServer
 from agent.loop import Limits, run_episode
 from agent.planner import GLMPlanner, ScriptedPlanner
-from agent.protocol import RawReply
 from agent.safety import Approver, Secrets, SecretTypingExecutor, parse_hotkey
 from agent.screen import ImageScreen
 from agent.trajectory import JsonlRecorder, load
@@ -122,7 +121,7 @@ def test_thinking_starved_reply_is_retried_with_thinking_off(tmp_path):
 def test_no_secret_or_key_in_any_artifact_of_a_run(tmp_path):
     secret, key = "s3cr3t-Value-42", "sk-live-ABCDEFGHIJKLMNOPQRSTUV"
     replies = iter([
-        f"I will type the password.\ntype(content='{{{{secret:PW}}}}')",
+        "I will type the password.\ntype(content='{{secret:PW}}')",
         f"The server echoed {key} and {secret}. DONE()",  # a leak from the model side is scrubbed too
     ])
     with FakeModelServer(lambda body: next(replies)) as server:
