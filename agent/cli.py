@@ -239,7 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except DeskpilotError as exc:
-        print(f"deskpilot: error: {_scrub(str(exc))}", file=sys.stderr)
+        label = "stopped" if exc.exit_code == EXIT_INTERRUPTED else "error"
+        print(f"deskpilot: {label}: {_scrub(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("deskpilot: interrupted", file=sys.stderr)
