@@ -118,3 +118,27 @@ def test_a_monitor_that_does_not_exist_is_a_usage_error(small_desktop, tmp_path)
                           env=cli_env(DISPLAY=os.environ["DISPLAY"]))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "monitor 3 does not exist: this desktop has 1 monitor(s)" in proc.stderr
+
+
+def test_kill_hotkey_aborts_a_model_request_in_flight(small_desktop, tmp_path):
+    waiting = []
+
+    def slow_model(body):
+        waiting.append(time.monotonic())
+        time.sleep(20)  # far longer than the test waits
+        return "DONE()"
+
+    with FakeModelServer(slow_model) as server:
+        proc = deskpilot(server, tmp_path / "rec")
+        deadline = time.monotonic() + 30
+        while not waiting and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        subprocess.run(["xdotool", "key", "--delay", "60", "Escape", "Escape", "Escape"], check=True)
+        pressed = time.monotonic()
+        out, err = proc.communicate(timeout=15)
+        stopped_within = time.monotonic() - pressed
+    assert proc.returncode == 130, out + err
+    assert stopped_within < 3 and "stopped by the kill hotkey" in err
+    rec = load(next((tmp_path / "rec").iterdir()))
+    assert rec.outcome.status == "interrupted" and rec.steps[0].action is None
