@@ -184,7 +184,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     planner = GLMPlanner(settings, stop_event=kill_switch.stop_event if kill_switch else None)
     limits = Limits(max_steps=args.max_steps, max_time_s=args.max_time, max_cost_usd=args.max_cost)
     recorder = JsonlRecorder(args.recordings, args.task, {**settings.public(), "model_retries": limits.model_retries},
-                             mode="dry-run" if dry_run else "run")
+                             mode="dry-run" if dry_run else "run", scrub=secrets.scrub)
     print(f"deskpilot: {settings.provider} {settings.model}, {'dry run' if dry_run else 'live'}; "
           f"recording to {recorder.path}", flush=True)
     warning = display_warning() if args.screens is None else None
@@ -198,7 +198,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                              settings=settings, limits=limits, recorder=recorder,
                              on_step=lambda s: print(secrets.scrub(step_line(s)), flush=True),
                              stop_event=kill_switch.stop_event if kill_switch else None,
-                             approve=approve, scrub=secrets.scrub,
+                             approve=approve,
                              settle=None if dry_run else AdaptiveSettle.for_screen(
                                  screen, SettleConfig(quiet_s=args.settle_quiet, max_s=args.settle_max)))
     finally:
@@ -211,9 +211,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     outcome = result.outcome
     cost = f", ${outcome.cost_usd:.4f}" if outcome.cost_usd else ""
     print(f"deskpilot: {outcome.status} after {outcome.steps} steps, {outcome.duration_s:.1f}s, "
-          f"{outcome.prompt_tokens + outcome.completion_tokens:,} tokens{cost}: {outcome.message}")
+          f"{outcome.prompt_tokens + outcome.completion_tokens:,} tokens{cost}: {secrets.scrub(outcome.message)}")
     if outcome.answer:
-        print(f"answer: {outcome.answer}")
+        print(f"answer: {secrets.scrub(outcome.answer)}")
     return STATUS_EXIT.get(outcome.status, EXIT_NOT_DONE)
 
 

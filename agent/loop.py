@@ -66,13 +66,12 @@ def run_episode(task: str, *, screen: Screen, planner: Planner, executor: Execut
                 on_step: Callable[[Step], None] | None = None,
                 settle: Callable[[], float] | None = None,
                 stop_event: threading.Event | None = None,
-                approve: Callable[[Action, str], Decision] | None = None,
-                scrub: Callable[[str], str] | None = None) -> EpisodeResult:
+                approve: Callable[[Action, str], Decision] | None = None) -> EpisodeResult:
     """Run one task to its end. Returns the outcome; raises DeskpilotError for our errors
     (after recording the outcome) and Interrupted for Ctrl-C / the kill switch.
 
-    ``approve`` is asked before each action runs (see agent.safety.Approver); ``scrub``
-    removes secret values from everything recorded."""
+    ``approve`` is asked before each action runs (see agent.safety.Approver). Secret
+    values are kept out of the recording by the recorder's own ``scrub``."""
     limits = limits or Limits(max_steps=settings.max_steps)
     started = time.monotonic()
     history: list[HistoryEntry] = []
@@ -83,14 +82,13 @@ def run_episode(task: str, *, screen: Screen, planner: Planner, executor: Execut
     background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deskpilot-history")
 
     def finish(status: str, message: str = "", answer: str | None = None) -> Outcome:
-        outcome = Outcome(status=status, message=message, answer=answer, steps=len(steps),
-                          duration_s=round(time.monotonic() - started, 3), **totals)
-        return _scrubbed(outcome, scrub)
+        return Outcome(status=status, message=message, answer=answer, steps=len(steps),
+                       duration_s=round(time.monotonic() - started, 3), **totals)
 
     def record(step: Step) -> None:
         steps.append(step)
         if recorder is not None:
-            recorder.write_step(_scrubbed(step, scrub))
+            recorder.write_step(step)
         if on_step is not None:
             on_step(step)
 
@@ -133,13 +131,6 @@ def run_episode(task: str, *, screen: Screen, planner: Planner, executor: Execut
         if recorder is not None:
             recorder.finish(outcome)
     return EpisodeResult(outcome, steps, str(recorder.path) if recorder else None)
-
-
-def _scrubbed(model, scrub):
-    """The same record with every secret value removed from its text."""
-    if scrub is None:
-        return model
-    return type(model).model_validate_json(scrub(model.model_dump_json()))
 
 
 def _budget_exceeded(limits: Limits, started: float, cost: float) -> tuple[str, str] | None:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -41,8 +42,11 @@ class Secrets:
 
     def __init__(self, values: dict[str, str], extra: Iterable[str] = ()) -> None:
         self.values = values
-        # longest first, so a secret containing another is scrubbed whole
-        self._scrub = sorted({v for v in [*values.values(), *extra] if v and len(v) >= 3}, key=len, reverse=True)
+        # each value as written and as it stands inside a JSON string (quotes, backslashes
+        # escaped); longest first, so a secret containing another is scrubbed whole
+        plain = {v for v in [*values.values(), *extra] if v and len(v) >= 3}
+        forms = plain | {json.dumps(v, ensure_ascii=False)[1:-1] for v in plain}
+        self._scrub = sorted(forms, key=len, reverse=True)
 
     @classmethod
     def from_task(cls, task: str, env: dict[str, str] | None = None, extra: Iterable[str] = ()) -> Secrets:

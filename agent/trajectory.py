@@ -49,7 +49,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
@@ -230,8 +230,11 @@ class JsonlRecorder:
     """Writes one recording folder, flushing each step as it ends."""
 
     def __init__(self, root: str | os.PathLike[str], task: str, settings: dict[str, Any] | None = None,
-                 mode: str = "run", name: str | None = None) -> None:
+                 mode: str = "run", name: str | None = None,
+                 scrub: Callable[[str], str] | None = None) -> None:
+        """``scrub`` is applied to every line and file of JSON written (secret values out)."""
         root = Path(root)
+        self._scrub = scrub or (lambda text: text)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         base = name or f"{stamp}-{slugify(task)}"
         try:
@@ -244,7 +247,7 @@ class JsonlRecorder:
             (path / "screens").mkdir(parents=True)
             self.path = path
             self.header = make_header(task, settings, mode)
-            _write_json(path / "header.json", self.header.model_dump(mode="json"))
+            self._write_json(path / "header.json", self.header)
             self._steps = open(path / "steps.jsonl", "a", encoding="utf-8")
         except OSError as exc:
             raise UsageError(
@@ -274,8 +277,8 @@ class JsonlRecorder:
         self._wait_for_screenshots()
         if self.header.monitor is None:  # the monitor is known once something was captured
             self.header.monitor = step.geometry.model_copy()
-            _write_json(self.path / "header.json", self.header.model_dump(mode="json"))
-        self._steps.write(step.model_dump_json() + "\n")
+            self._write_json(self.path / "header.json", self.header)
+        self._steps.write(self._scrub(step.model_dump_json()) + "\n")
         self._steps.flush()
         os.fsync(self._steps.fileno())
 
@@ -285,13 +288,16 @@ class JsonlRecorder:
             self._writer.shutdown()
         if not self._steps.closed:
             self._steps.close()
-        _write_json(self.path / "outcome.json", outcome.model_dump(mode="json"))
+        self._write_json(self.path / "outcome.json", outcome)
+
+    def _write_json(self, path: Path, model: BaseModel) -> None:
+        _write_text(path, self._scrub(json.dumps(model.model_dump(mode="json"), indent=2, ensure_ascii=False)) + "\n")
 
 
-def _write_json(path: Path, data: Any) -> None:
+def _write_text(path: Path, text: str) -> None:
     """Write atomically: a kill leaves the old file or the new one, never half of one."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 

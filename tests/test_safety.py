@@ -141,3 +141,17 @@ def test_no_secret_or_key_in_any_artifact_of_a_run(tmp_path):
     for text in artifacts:
         assert secret not in text and key not in text
     assert any("{{secret:PW}}" in text for text in artifacts)
+
+
+def test_recorder_scrubs_secrets_as_they_stand_inside_json(tmp_path):
+    from agent.trajectory import Geometry, Outcome, Step
+
+    secret = 'pa"ss\\wörd'  # a quote and a backslash are escaped in JSON text
+    secrets = Secrets({"PW": secret})
+    recorder = JsonlRecorder(tmp_path, "log in with {{secret:PW}}", scrub=secrets.scrub)
+    recorder.write_step(Step(step=1, started_at=0.0, screenshot="", geometry=Geometry(left=0, top=0, width=1, height=1),
+                             thought=f"the password is {secret}"))
+    recorder.finish(Outcome(status="done", message=f"typed {secret}"))
+    written = "".join(p.read_text(encoding="utf-8") for p in recorder.path.rglob("*") if p.is_file())
+    assert json.dumps(secret, ensure_ascii=False)[1:-1] not in written and "wörd" not in written
+    assert written.count("***") == 2 and "{{secret:PW}}" in written
