@@ -349,7 +349,7 @@ def stage_profile(screen: Any, settings: Any, history: list, repeat: int) -> dic
         json.dumps(body)
         stages["body"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        tool_schemas(), tool_schemas()  # build_body makes them twice: for the estimate and the body
+        tool_schemas()  # the copy build_body puts in the body (their token estimate is cached)
         stages["tool_schemas"].append(time.perf_counter() - t)
         if hasattr(screen, "_mss"):  # MssScreen: the same grab converted from mss's buffer, no bytes copy
             t = time.perf_counter()

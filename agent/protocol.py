@@ -13,6 +13,7 @@ reason, usage). Parsing it into an action lives in ``agent.parsing``.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from dataclasses import dataclass, field
@@ -98,6 +99,12 @@ def estimate_text_tokens(text: str) -> int:
     return int(ascii_chars / CHARS_PER_TOKEN) + (len(text) - ascii_chars) + 1
 
 
+@functools.lru_cache(maxsize=1)
+def _tools_tokens() -> int:
+    """What the tool definitions cost (they never change within a process)."""
+    return estimate_text_tokens(json.dumps(tool_schemas()))
+
+
 @dataclass(frozen=True)
 class BuiltMessage:
     """The user message for one step and what it is estimated to cost."""
@@ -120,7 +127,7 @@ def build_message(request: StepRequest, settings: Settings, use_tools: bool) -> 
     """The one user message of a step, fitted into the context window."""
     budget = CONTEXT_TOKENS - settings.max_tokens - CONTEXT_MARGIN
     if use_tools:
-        budget -= estimate_text_tokens(json.dumps(tool_schemas()))
+        budget -= _tools_tokens()
     history = list(request.history)
     shots_allowed = settings.history_images
     while True:
