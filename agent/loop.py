@@ -21,7 +21,7 @@ from actions.executor import Executor
 from actions.schema import TERMINAL_KINDS, Action, action_to_call
 from agent.config import Settings
 from agent.errors import DeskpilotError, EmptyReply, Interrupted, ModelError
-from agent.geometry import MonitorGeometry, ground
+from agent.geometry import ground
 from agent.parsing import parse_reply
 from agent.planner import Planner
 from agent.protocol import HistoryEntry, StepRequest
@@ -49,7 +49,7 @@ class EpisodeResult:
 
 def ground_action(action: Action, geometry: Geometry) -> list[Target]:
     """Targets of a pointing action or drag in all three spaces; [] for the rest."""
-    monitor = MonitorGeometry(**geometry.model_dump())
+    monitor = geometry.monitor()
     targets = []
     for name in ("start_box", "end_box"):
         box_model = getattr(action, name, None)
@@ -155,9 +155,7 @@ def _run_step(number, task, screen, planner, executor, settings, limits, history
     t0 = time.monotonic()
     shot = screen.capture()
     sent = prepare_for_model(shot, settings.max_image_tokens, settings.image_encoding)
-    m = shot.monitor
-    step = Step(step=number, started_at=time.time(), screenshot="",
-                geometry=Geometry(left=m.left, top=m.top, width=m.width, height=m.height, scale=m.scale),
+    step = Step(step=number, started_at=time.time(), screenshot="", geometry=Geometry.of(shot.monitor),
                 sent=SentInfo(width=sent.size[0], height=sent.size[1], encoding=sent.encoding,
                               bytes=sent.n_bytes, tokens=sent.tokens),
                 memory_in=list(memory))

@@ -344,9 +344,7 @@ class LiveReplayer:
             how = ""
             if step.targets:
                 shot, compared = self._look(step)
-                live = Geometry(left=shot.monitor.left, top=shot.monitor.top, width=shot.monitor.width,
-                                height=shot.monitor.height, scale=shot.monitor.scale)
-                points = self._live_points(step.targets, live)
+                points = self._live_points(step.targets, shot.monitor)
                 how = f" (screen matched: {compared.score:.3f})"
                 if compared.score > self.threshold:
                     saved = self._save(step, compared)
@@ -377,10 +375,10 @@ class LiveReplayer:
             self.sleep(0.2)
 
     @staticmethod
-    def _live_points(targets: list[Target], live: Geometry) -> list[tuple[int, int]]:
-        from agent.geometry import MonitorGeometry, image_to_screen
+    def _live_points(targets: list[Target], monitor: Any) -> list[tuple[int, int]]:
+        """The recorded image pixels on the live monitor (its origin and scale may differ)."""
+        from agent.geometry import image_to_screen
 
-        monitor = MonitorGeometry(**live.model_dump())
         return [image_to_screen(tuple(t.point_image), monitor) for t in targets]
 
     def _save(self, step: Step, compared: Compared) -> tuple[Path, Path]:
@@ -403,15 +401,13 @@ class ModelHealer:
         self.planner, self.settings, self.task, self.attempts = planner, settings, task, attempts
 
     def __call__(self, step: Step, action: Action, shot: Any) -> list[tuple[int, int]]:
-        from agent.geometry import MonitorGeometry
         from agent.loop import ground_action
         from agent.parsing import parse_reply
         from agent.protocol import StepRequest
         from agent.screen import prepare_for_model
 
         sent = prepare_for_model(shot, self.settings.max_image_tokens, self.settings.image_encoding)
-        m: MonitorGeometry = shot.monitor
-        live = Geometry(left=m.left, top=m.top, width=m.width, height=m.height, scale=m.scale)
+        live = Geometry.of(shot.monitor)
         what = getattr(action, "element_info", "") or step.thought or "the element it acted on"
         task = (f"{self.task}\n\nThis step is being replayed and the screen has changed since it was "
                 f"recorded. Do the recorded action again on the same element at its position on the "

@@ -42,6 +42,7 @@ is the step that was being written; it is dropped and the outcome says so.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -56,6 +57,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from agent import __version__
 from agent.errors import UsageError
+from agent.geometry import MonitorGeometry
 
 SCHEMA_VERSION = 1
 OutcomeStatus = Literal["done", "fail", "max_steps", "max_time", "max_cost", "interrupted", "error", "incomplete"]
@@ -70,6 +72,13 @@ class Geometry(BaseModel):
     width: int
     height: int
     scale: float = 1.0
+
+    @classmethod
+    def of(cls, monitor: MonitorGeometry) -> Geometry:
+        return cls(**dataclasses.asdict(monitor))
+
+    def monitor(self) -> MonitorGeometry:
+        return MonitorGeometry(**self.model_dump())
 
 
 class SentInfo(BaseModel):
