@@ -25,6 +25,7 @@ from actions.executor import PointScreen
 from actions.keys import parse_combo
 from actions.schema import Action
 from agent.errors import DisplayError, Interrupted
+from agent.screen import check_display
 
 _IS_X11 = sys.platform.startswith("linux")
 _BUTTONS = {"left_click": "left", "right_click": "right", "middle_click": "middle"}
@@ -32,12 +33,8 @@ _BUTTONS = {"left_click": "left", "right_click": "right", "middle_click": "middl
 
 def x11_display_name() -> str:
     """The DISPLAY to drive, after checking an X server answers there (else DisplayError)."""
-    name = os.environ.get("DISPLAY", "")
-    if not name:
-        if os.environ.get("WAYLAND_DISPLAY"):
-            raise DisplayError("Wayland session without an X display: Wayland is unsupported; "
-                               "log in to an X11 session, or use --dry-run --screens")
-        raise DisplayError("no X display: set DISPLAY or use --dry-run --screens")
+    check_display()  # no DISPLAY at all, or Wayland only: the same advice as for capture
+    name = os.environ["DISPLAY"]
     from Xlib import error
     from Xlib.display import Display
 
