@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="deskpilot",
         description="A desktop agent that operates your computer with GLM-4.5V. "
-                    "Stop a run with Ctrl-C, or by throwing the mouse into a screen corner.",
+                    "Stop a run by pressing Esc 3 times in any window, with Ctrl-C, or by throwing the mouse into a "
+                    "screen corner.",
         epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"deskpilot {__version__}")
