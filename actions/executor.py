@@ -7,8 +7,9 @@ pointing action, two for a drag, none for keys, typing, WAIT, DONE and FAIL.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 from actions.schema import Action
 
@@ -45,5 +46,4 @@ class DryRunExecutor:
         self.performed.append(done)
         if self.log is not None:
             where = " -> ".join(f"({x}, {y})" for x, y in points_screen)
-            self.log(f"dry-run: would {done.kind}" + (f" at {where}" if where else "")
-                     + (f" {text!r}" if text else ""))
+            self.log(f"dry-run: would {done.kind}" + (f" at {where}" if where else "") + (f" {text!r}" if text else ""))

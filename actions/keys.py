@@ -21,31 +21,75 @@ from agent.errors import InvalidArguments
 
 # Multi-letter names pyautogui's X11 backend can press (they have a keycode there, and
 # exist on Windows and macOS too).
-PYAUTOGUI_NAMES = frozenset(
-    """
+PYAUTOGUI_NAMES = (
+    frozenset(
+        """
     backspace tab enter shift ctrl alt pause capslock esc pageup pagedown end home left up
     right down insert delete printscreen apps numlock scrolllock space win winleft winright
     shiftleft shiftright ctrlleft ctrlright altleft altright
     multiply add separator subtract decimal divide
     """.split()
-) | {f"f{i}" for i in range(1, 25)} | {f"num{i}" for i in range(10)}
+    )
+    | {f"f{i}" for i in range(1, 25)}
+    | {f"num{i}" for i in range(10)}
+)
 # Single characters pyautogui presses (with Shift added for the shifted ones).
 PYAUTOGUI_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789`-=[]\\;',./~!@#$%^&*()_+{}|:\"<>?")
 
 _LOGO = ("win", "windows", "super", "meta", "cmd", "command", "logo", "mod4")
-_MODIFIERS = {"ctrl": ("ctrl", "control", "ctl", "strg"), "shift": ("shift",),
-              "alt": ("alt", "option", "opt"), "win": _LOGO}
+_MODIFIERS = {
+    "ctrl": ("ctrl", "control", "ctl", "strg"),
+    "shift": ("shift",),
+    "alt": ("alt", "option", "opt"),
+    "win": _LOGO,
+}
 _ALIASES = {
-    "escape": "esc", "return": "enter", "ret": "enter", "kpenter": "enter", "numpadenter": "enter",
-    "del": "delete", "forwarddelete": "delete", "bksp": "backspace",
-    "pgup": "pageup", "prior": "pageup", "pgdn": "pagedown", "pgdown": "pagedown", "next": "pagedown",
-    "ins": "insert", "caps": "capslock", "spacebar": "space", "break": "pause",
-    "print": "printscreen", "prtsc": "printscreen", "prtscr": "printscreen",
-    "prntscrn": "printscreen", "sysrq": "printscreen", "menu": "apps", "contextmenu": "apps",
-    "application": "apps", "plus": "+", "minus": "-", "hyphen": "-", "equal": "=", "equals": "=",
-    "comma": ",", "period": ".", "dot": ".", "slash": "/", "backslash": "\\", "semicolon": ";",
-    "colon": ":", "quote": "'", "apostrophe": "'", "grave": "`", "backtick": "`", "tilde": "~",
-    "bracketleft": "[", "leftbracket": "[", "bracketright": "]", "rightbracket": "]",
+    "escape": "esc",
+    "return": "enter",
+    "ret": "enter",
+    "kpenter": "enter",
+    "numpadenter": "enter",
+    "del": "delete",
+    "forwarddelete": "delete",
+    "bksp": "backspace",
+    "pgup": "pageup",
+    "prior": "pageup",
+    "pgdn": "pagedown",
+    "pgdown": "pagedown",
+    "next": "pagedown",
+    "ins": "insert",
+    "caps": "capslock",
+    "spacebar": "space",
+    "break": "pause",
+    "print": "printscreen",
+    "prtsc": "printscreen",
+    "prtscr": "printscreen",
+    "prntscrn": "printscreen",
+    "sysrq": "printscreen",
+    "menu": "apps",
+    "contextmenu": "apps",
+    "application": "apps",
+    "plus": "+",
+    "minus": "-",
+    "hyphen": "-",
+    "equal": "=",
+    "equals": "=",
+    "comma": ",",
+    "period": ".",
+    "dot": ".",
+    "slash": "/",
+    "backslash": "\\",
+    "semicolon": ";",
+    "colon": ":",
+    "quote": "'",
+    "apostrophe": "'",
+    "grave": "`",
+    "backtick": "`",
+    "tilde": "~",
+    "bracketleft": "[",
+    "leftbracket": "[",
+    "bracketright": "]",
+    "rightbracket": "]",
 }
 for _d in ("up", "down", "left", "right"):
     _ALIASES.update({"arrow" + _d: _d, _d + "arrow": _d, "kp" + _d: _d})
@@ -58,8 +102,10 @@ for _base, _names in _MODIFIERS.items():
             _ALIASES[_side + _name] = _ALIASES[_name + _side] = _base + _full
 _ALIASES["altgr"] = "altright"
 
-_HINT = ("use names like ctrl, shift, alt, win, enter, esc, tab, backspace, delete, home, "
-         "pageup, up, f5, a, 1 joined by '+', e.g. 'ctrl+shift+t'")
+_HINT = (
+    "use names like ctrl, shift, alt, win, enter, esc, tab, backspace, delete, home, "
+    "pageup, up, f5, a, 1 joined by '+', e.g. 'ctrl+shift+t'"
+)
 
 
 def key_name(name: str, platform: str = sys.platform) -> str:

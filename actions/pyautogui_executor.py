@@ -19,7 +19,7 @@ import importlib
 import os
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from actions.executor import PointScreen
 from actions.keys import parse_combo
@@ -41,8 +41,9 @@ def x11_display_name() -> str:
     try:
         Display(name).close()
     except (error.DisplayError, error.ConnectionClosedError, OSError) as exc:
-        raise DisplayError(f"cannot open X display {name!r} ({exc}): set DISPLAY to a running "
-                           "X server or use --dry-run --screens") from None
+        raise DisplayError(
+            f"cannot open X display {name!r} ({exc}): set DISPLAY to a running X server or use --dry-run --screens"
+        ) from None
     return name
 
 
@@ -109,8 +110,7 @@ class PyAutoGuiExecutor:
         if _IS_X11:
             from actions.x11_typing import X11Typer
 
-            self._typer = X11Typer(self.display, char_delay=type_interval,
-                                   should_stop=lambda: self.should_stop())
+            self._typer = X11Typer(self.display, char_delay=type_interval, should_stop=lambda: self.should_stop())
             atexit.register(self.close)  # give back the keymap entries borrowed for typing
 
     def close(self) -> None:

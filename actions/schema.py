@@ -50,9 +50,7 @@ def parse_model_box(value: Any) -> tuple[int, ...]:
     except (TypeError, ValueError):
         raise InvalidArguments(f"coordinates must be numbers, got {value!r}") from None
     if len(coords) not in (2, 4):
-        raise InvalidArguments(
-            f"expected a point [x,y] or a box [x1,y1,x2,y2], got {len(coords)} numbers in {value!r}"
-        )
+        raise InvalidArguments(f"expected a point [x,y] or a box [x1,y1,x2,y2], got {len(coords)} numbers in {value!r}")
     for c in coords:
         if not 0 <= c <= MODEL_SPACE_MAX:
             raise CoordinateOutOfRange(
@@ -143,8 +141,9 @@ class Scroll(_Action):
 
     kind: Literal["scroll"] = "scroll"
     start_box: ModelBox
-    direction: Annotated[Literal["up", "down"],
-                         BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v)]
+    direction: Annotated[
+        Literal["up", "down"], BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v)
+    ]
     step: Annotated[int, Field(ge=1, le=50, description="How many wheel clicks.")] = 5
     element_info: ElementInfo = ""
 
@@ -171,35 +170,85 @@ class Fail(_Action):
 
 Action = Annotated[
     Union[
-        LeftClick, RightClick, MiddleClick, Hover, LeftDoubleClick, LeftDrag,
-        Key, Type, Scroll, Wait, Done, Fail,
+        LeftClick,
+        RightClick,
+        MiddleClick,
+        Hover,
+        LeftDoubleClick,
+        LeftDrag,
+        Key,
+        Type,
+        Scroll,
+        Wait,
+        Done,
+        Fail,
     ],
     Field(discriminator="kind"),
 ]
 ACTION_ADAPTER: TypeAdapter[Action] = TypeAdapter(Action)
 ACTION_TYPES: dict[str, type[_Action]] = {
     cls.model_fields["kind"].default: cls
-    for cls in (LeftClick, RightClick, MiddleClick, Hover, LeftDoubleClick, LeftDrag,
-                Key, Type, Scroll, Wait, Done, Fail)
+    for cls in (
+        LeftClick,
+        RightClick,
+        MiddleClick,
+        Hover,
+        LeftDoubleClick,
+        LeftDrag,
+        Key,
+        Type,
+        Scroll,
+        Wait,
+        Done,
+        Fail,
+    )
 }
 POINTING_KINDS = frozenset(k for k, c in ACTION_TYPES.items() if "start_box" in c.model_fields)
 TERMINAL_KINDS = frozenset({"DONE", "FAIL"})
 
 # Names the model is known to use for the same actions, mapped to the trained ones.
 _ALIASES = {
-    "click": "left_click", "tap": "left_click", "double_click": "left_double_click",
-    "doubleclick": "left_double_click", "drag": "left_drag", "hotkey": "key", "press": "key",
-    "keypress": "key", "type_text": "type", "input": "type", "input_text": "type",
-    "move": "hover", "mouse_move": "hover", "finished": "DONE", "finish": "DONE",
-    "answer": "DONE", "infeasible": "FAIL", "wait": "WAIT", "done": "DONE", "fail": "FAIL",
-    "left_single": "left_click", "left_double": "left_double_click", "right_single": "right_click",
-    "double_left_click": "left_double_click", "press_key": "key", "key_press": "key", "write": "type",
+    "click": "left_click",
+    "tap": "left_click",
+    "double_click": "left_double_click",
+    "doubleclick": "left_double_click",
+    "drag": "left_drag",
+    "hotkey": "key",
+    "press": "key",
+    "keypress": "key",
+    "type_text": "type",
+    "input": "type",
+    "input_text": "type",
+    "move": "hover",
+    "mouse_move": "hover",
+    "finished": "DONE",
+    "finish": "DONE",
+    "answer": "DONE",
+    "infeasible": "FAIL",
+    "wait": "WAIT",
+    "done": "DONE",
+    "fail": "FAIL",
+    "left_single": "left_click",
+    "left_double": "left_double_click",
+    "right_single": "right_click",
+    "double_left_click": "left_double_click",
+    "press_key": "key",
+    "key_press": "key",
+    "write": "type",
 }
 # Argument names seen in the wild, mapped to the trained ones.
 _ARG_ALIASES = {
-    "box_2d": "start_box", "box": "start_box", "point": "start_box", "coordinate": "start_box",
-    "start_point": "start_box", "end_point": "end_box", "text": "content", "key": "keys",
-    "hotkey": "keys", "element": "element_info", "description": "element_info",
+    "box_2d": "start_box",
+    "box": "start_box",
+    "point": "start_box",
+    "coordinate": "start_box",
+    "start_point": "start_box",
+    "end_point": "end_box",
+    "text": "content",
+    "key": "keys",
+    "hotkey": "keys",
+    "element": "element_info",
+    "description": "element_info",
 }
 
 

@@ -6,7 +6,7 @@ A bad value makes argparse exit 2 with a message saying what was expected.
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from collections.abc import Callable
 
 
 def _number(cast: type, low: float, strict: bool) -> Callable[[str], float]:

@@ -42,9 +42,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -52,7 +53,12 @@ from agent.argtypes import positive_int
 from agent.errors import EXIT_DONE, UsageError
 from agent.geometry import MAX_IMAGE_TOKENS, MonitorGeometry, fit_to_tokens, image_tokens
 from agent.screen import (
-    Screenshot, SentImage, encode_bytes, parse_encoding, prepare_for_model, resize_for_model,
+    Screenshot,
+    SentImage,
+    encode_bytes,
+    parse_encoding,
+    prepare_for_model,
+    resize_for_model,
 )
 
 SIZES = ((1280, 800), (1920, 1080), (2560, 1440))
@@ -175,8 +181,11 @@ def generate_screen(size: tuple[int, int], seed: int = 0) -> Image.Image:
             draw.rectangle((left, y - 2, right, y + 16), fill="#e8e8e8")
             row = ("Name", "Size", "Modified")
         else:
-            row = (f"{rng.choice(['report', 'notes', 'draft', 'data'])}_{i:03d}.{rng.choice(['txt', 'png', 'py'])}",
-                   f"{rng.randrange(1, 9999)} KB", f"2024-0{rng.randrange(1, 9)}-{rng.randrange(10, 28)} 14:0{i % 10}")
+            row = (
+                f"{rng.choice(['report', 'notes', 'draft', 'data'])}_{i:03d}.{rng.choice(['txt', 'png', 'py'])}",
+                f"{rng.randrange(1, 9999)} KB",
+                f"2024-0{rng.randrange(1, 9)}-{rng.randrange(10, 28)} 14:0{i % 10}",
+            )
         for text, x in zip(row, (left + 8, left + 300, left + 400)):
             draw.text((x, y), text, fill="black", font=sans)
     left, top, right, bottom = window("loop.py - Editor", 0.05, 0.06, 0.5, 0.62)
@@ -205,7 +214,7 @@ class MemoryScreen:
         return Screenshot(image, MonitorGeometry(0, 0, *self.size), time.time(), source="memory")
 
 
-DESKTOP_APP = r'''
+DESKTOP_APP = r"""
 import random, sys, tkinter as tk
 from tkinter import ttk
 from PIL import ImageTk
@@ -249,7 +258,7 @@ text = tk.Text(editor, font=("DejaVu Sans Mono", 10)); text.pack(fill="both", ex
 text.insert("1.0", "\n".join(_code_lines()))
 root.after(300, lambda: print("ready", flush=True))
 root.mainloop()
-'''
+"""
 
 
 @contextlib.contextmanager
@@ -263,8 +272,13 @@ def live_desktop(size: tuple[int, int]) -> Iterator[str]:
     with xvfb_display(*size) as display:
         root = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        app = subprocess.Popen([sys.executable, "-c", DESKTOP_APP, str(size[0]), str(size[1])], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        app = subprocess.Popen(
+            [sys.executable, "-c", DESKTOP_APP, str(size[0]), str(size[1])],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         try:
             if app.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
                 raise UsageError("the bench desktop did not start under Xvfb (is tkinter installed?)")
@@ -291,9 +305,15 @@ def _settings(**overrides: Any):
 def _history(half: SentImage, shots: int) -> list:
     from agent.protocol import HistoryEntry
 
-    return [HistoryEntry(i, "The settings button is in the top bar; I will click it.",
-                         "left_click(start_box='[912,40]', element_info='Settings')", half)
-            for i in range(1, shots + 1)]
+    return [
+        HistoryEntry(
+            i,
+            "The settings button is in the top bar; I will click it.",
+            "left_click(start_box='[912,40]', element_info='Settings')",
+            half,
+        )
+        for i in range(1, shots + 1)
+    ]
 
 
 def perception_step(screen: Any, settings: Any, history: list) -> int:
@@ -314,8 +334,15 @@ def baseline_step(grab: Callable[[], Image.Image]) -> int:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")  # Pillow's default compression, level 6
     url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-    body = {"model": "glm-4.5v", "messages": [{"role": "user", "content": [
-        {"type": "text", "text": TASK}, {"type": "image_url", "image_url": {"url": url}}]}]}
+    body = {
+        "model": "glm-4.5v",
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": TASK}, {"type": "image_url", "image_url": {"url": url}}],
+            }
+        ],
+    }
     return len(json.dumps(body))
 
 
@@ -324,8 +351,9 @@ def stage_profile(screen: Any, settings: Any, history: list, repeat: int) -> dic
     from actions.schema import tool_schemas
     from agent.protocol import StepRequest, build_body
 
-    stages: dict[str, list[float]] = {k: [] for k in ("capture", "resize", "encode", "base64", "half_shot", "body",
-                                                       "tool_schemas")}
+    stages: dict[str, list[float]] = {
+        k: [] for k in ("capture", "resize", "encode", "base64", "half_shot", "body", "tool_schemas")
+    }
     for _ in range(repeat):
         t = time.perf_counter()
         shot = screen.capture()
@@ -359,8 +387,9 @@ def stage_profile(screen: Any, settings: Any, history: list, repeat: int) -> dic
     return {k: median_ms(v) for k, v in stages.items()}
 
 
-def bench_perception(size: tuple[int, int], screen: Any, grab: Callable[[], Image.Image], encoding: str,
-                     repeat: int) -> Row:
+def bench_perception(
+    size: tuple[int, int], screen: Any, grab: Callable[[], Image.Image], encoding: str, repeat: int
+) -> Row:
     settings = _settings(image_encoding=encoding)
     half = prepare_for_model(screen.capture(), settings.max_image_tokens, encoding, half=True)
     history = _history(half, settings.history_images)
@@ -374,11 +403,22 @@ def bench_perception(size: tuple[int, int], screen: Any, grab: Callable[[], Imag
         base_bytes = baseline_step(grab)
         base.append(time.perf_counter() - t)
     sent = prepare_for_model(screen.capture(), settings.max_image_tokens, encoding)
-    row = Row(f"perception_ms/{size[0]}x{size[1]}", "perception per step (ms)", f"{size[0]}x{size[1]}", "ms",
-              median_ms(ours), median_ms(base))
-    row.detail = {"stages_ms": stage_profile(screen, settings, history, repeat), "encoding": encoding,
-                  "sent_size": list(sent.size), "sent_bytes": sent.n_bytes, "body_bytes": body_bytes,
-                  "baseline_body_bytes": base_bytes}
+    row = Row(
+        f"perception_ms/{size[0]}x{size[1]}",
+        "perception per step (ms)",
+        f"{size[0]}x{size[1]}",
+        "ms",
+        median_ms(ours),
+        median_ms(base),
+    )
+    row.detail = {
+        "stages_ms": stage_profile(screen, settings, history, repeat),
+        "encoding": encoding,
+        "sent_size": list(sent.size),
+        "sent_bytes": sent.n_bytes,
+        "body_bytes": body_bytes,
+        "baseline_body_bytes": base_bytes,
+    }
     if size == (1920, 1080):
         row.target = "<= 15 ms, >= 5x"
         row.met = row.ours <= 15 and (row.ratio or 0) >= 5
@@ -390,8 +430,12 @@ def bench_perception(size: tuple[int, int], screen: Any, grab: Callable[[], Imag
 
 def _clicker() -> Callable[[int, int], None] | None:
     if shutil.which("xdotool"):
-        return lambda x, y: subprocess.run(["xdotool", "mousemove", "--sync", str(x), str(y), "click", "1"],
-                                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return lambda x, y: subprocess.run(
+            ["xdotool", "mousemove", "--sync", str(x), str(y), "click", "1"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     try:
         import pyautogui
     except Exception:  # pyautogui fails at import time without a usable display
@@ -402,8 +446,7 @@ def _clicker() -> Callable[[int, int], None] | None:
 def bench_settle(screen: Any, size: tuple[int, int], repeat: int) -> Row:
     from agent.settle import AdaptiveSettle
 
-    row = Row("settle_ms/static", "settle after a click (ms)", "static window", "ms", None, None,
-              target="<= 150 ms")
+    row = Row("settle_ms/static", "settle after a click (ms)", "static window", "ms", None, None, target="<= 150 ms")
     click = _clicker()
     if click is None:
         row.note = "no xdotool or pyautogui to click with"
@@ -421,8 +464,7 @@ def bench_settle(screen: Any, size: tuple[int, int], repeat: int) -> Row:
         base.append(time.perf_counter() - t)
     row.ours, row.baseline = median_ms(ours), median_ms(base)
     row.met = row.ours <= 150
-    row.detail = {"samples_ms": [round(s * 1000, 1) for s in ours], "probes": probes,
-                  "config": asdict(settle.config)}
+    row.detail = {"samples_ms": [round(s * 1000, 1) for s in ours], "probes": probes, "config": asdict(settle.config)}
     return row
 
 
@@ -440,15 +482,28 @@ def bench_tokens(size: tuple[int, int], screen: Any, encoding: str) -> list[Row]
     rows = []
     for shots in (0, 4):
         _, ours = build_body(StepRequest(TASK, shots + 1, sent, _history(half, shots), []), settings, True)
-        _, base = build_body(StepRequest(TASK, shots + 1, full, _history(full, shots), []),
-                             _settings(max_image_tokens=MAX_IMAGE_TOKENS), True)
-        row = Row(f"tokens/{size[0]}x{size[1]}/h{shots}", "input tokens per step",
-                  f"{size[0]}x{size[1]}, {shots} history", "tokens", ours.estimated_tokens, base.estimated_tokens)
+        _, base = build_body(
+            StepRequest(TASK, shots + 1, full, _history(full, shots), []),
+            _settings(max_image_tokens=MAX_IMAGE_TOKENS),
+            True,
+        )
+        row = Row(
+            f"tokens/{size[0]}x{size[1]}/h{shots}",
+            "input tokens per step",
+            f"{size[0]}x{size[1]}, {shots} history",
+            "tokens",
+            ours.estimated_tokens,
+            base.estimated_tokens,
+        )
         images = sent.tokens + shots * half.tokens
-        row.detail = {"image_tokens": images, "text_tokens": ours.estimated_tokens - images,
-                      "sent_size": list(sent.size), "half_size": list(half.size),
-                      "usd_per_step": round(ours.estimated_tokens * PRICE_IN / 1e6, 6),
-                      "baseline_usd_per_step": round(base.estimated_tokens * PRICE_IN / 1e6, 6)}
+        row.detail = {
+            "image_tokens": images,
+            "text_tokens": ours.estimated_tokens - images,
+            "sent_size": list(sent.size),
+            "half_size": list(half.size),
+            "usd_per_step": round(ours.estimated_tokens * PRICE_IN / 1e6, 6),
+            "baseline_usd_per_step": round(base.estimated_tokens * PRICE_IN / 1e6, 6),
+        }
         if size == (1920, 1080) and shots == 4:
             row.target, row.met = "<= 5,600", ours.estimated_tokens <= 5600
         rows.append(row)
@@ -464,13 +519,25 @@ REPLIES = (
     "Confirm with the keyboard.\n<|begin_of_box|>key(keys='ctrl+s')<|end_of_box|>\nMemory: []",
     "Scroll to the appearance section.\n<|begin_of_box|>scroll(start_box='[500,600]', direction='down', "
     "step=5)<|end_of_box|>\nMemory: []",
-    {"content": "Open the item.", "tool_calls": [{"id": "c1", "type": "function", "function": {
-        "name": "left_double_click", "arguments": '{"start_box": "[250,333]", "element_info": "report"}'}}]},
+    {
+        "content": "Open the item.",
+        "tool_calls": [
+            {
+                "id": "c1",
+                "type": "function",
+                "function": {
+                    "name": "left_double_click",
+                    "arguments": '{"start_box": "[250,333]", "element_info": "report"}',
+                },
+            }
+        ],
+    },
 )
 
 
-def simulated_recording(folder: Path, steps: int, screen_size: tuple[int, int], encoding: str,
-                        samples: list[float]) -> Path:
+def simulated_recording(
+    folder: Path, steps: int, screen_size: tuple[int, int], encoding: str, samples: list[float]
+) -> Path:
     """A ``steps``-step recording made by the loop with scripted parts; RSS sampled per step.
 
     The ScriptedPlanner's log of calls is emptied after each step: it keeps every request
@@ -495,8 +562,16 @@ def simulated_recording(folder: Path, steps: int, screen_size: tuple[int, int], 
         planner.calls.clear()
         samples.append(rss_mb())
 
-    run_episode(TASK, screen=ImageScreen(screens), planner=planner, executor=DryRunExecutor(),
-                settings=settings, limits=Limits(max_steps=steps), recorder=recorder, on_step=on_step)
+    run_episode(
+        TASK,
+        screen=ImageScreen(screens),
+        planner=planner,
+        executor=DryRunExecutor(),
+        settings=settings,
+        limits=Limits(max_steps=steps),
+        recorder=recorder,
+        on_step=on_step,
+    )
     return Path(recorder.path)
 
 
@@ -542,8 +617,14 @@ def _rerun(path: Path, steps: int) -> None:
     screen = ImageScreen(path / recording.steps[0].screenshot)
     screen.files = [path / s.screenshot for s in recording.steps]
     replies = [RawReply.model_validate(a.raw) for s in recording.steps for a in s.attempts]
-    run_episode(recording.header.task, screen=screen, planner=ScriptedPlanner(replies), executor=DryRunExecutor(),
-                settings=_settings(), limits=Limits(max_steps=len(recording.steps)))
+    run_episode(
+        recording.header.task,
+        screen=screen,
+        planner=ScriptedPlanner(replies),
+        executor=DryRunExecutor(),
+        settings=_settings(),
+        limits=Limits(max_steps=len(recording.steps)),
+    )
 
 
 def bench_replay(steps: int, repeat: int, screen_size: tuple[int, int], encoding: str) -> list[Row]:
@@ -563,22 +644,46 @@ def bench_replay(steps: int, repeat: int, screen_size: tuple[int, int], encoding
             _rerun(path, rerun_steps)
             base.append(rerun_steps / (time.perf_counter() - t))
         after_check = rss_mb()
-    throughput = Row("replay_check_steps_per_s", "replay check (steps/s)", f"{steps} steps", "steps/s",
-                     round(statistics.median(ours), 1), round(statistics.median(base), 1), better="higher",
-                     target=">= 500", detail={"differences": differences, "baseline_steps": rerun_steps,
-                                              "screen_size": list(screen_size)})
+    throughput = Row(
+        "replay_check_steps_per_s",
+        "replay check (steps/s)",
+        f"{steps} steps",
+        "steps/s",
+        round(statistics.median(ours), 1),
+        round(statistics.median(base), 1),
+        better="higher",
+        target=">= 500",
+        detail={"differences": differences, "baseline_steps": rerun_steps, "screen_size": list(screen_size)},
+    )
     throughput.met = throughput.ours >= 500 and differences == 0
     if differences:
         throughput.note = f"{differences} steps differed on re-check"
     early = samples[min(len(samples) - 1, max(0, steps // 10 - 1))]
-    peak = Row("memory_peak_mb", "resident memory (MB)", f"peak over {steps}-step run", "MB",
-               round(max(samples + [after_check]), 1), round(before, 1), target="<= 200",
-               detail={"before_mb": round(before, 1), "after_check_mb": round(after_check, 1),
-                       "samples_mb": [round(s, 1) for s in samples[:: max(1, steps // 20)]],
-                       "run_s": round(made_s, 2)})
+    peak = Row(
+        "memory_peak_mb",
+        "resident memory (MB)",
+        f"peak over {steps}-step run",
+        "MB",
+        round(max(samples + [after_check]), 1),
+        round(before, 1),
+        target="<= 200",
+        detail={
+            "before_mb": round(before, 1),
+            "after_check_mb": round(after_check, 1),
+            "samples_mb": [round(s, 1) for s in samples[:: max(1, steps // 20)]],
+            "run_s": round(made_s, 2),
+        },
+    )
     peak.met = peak.ours <= 200
-    growth = Row("memory_growth_mb", "resident memory growth (MB)", f"step {max(1, steps // 10)} -> {steps}",
-                 "MB", round(samples[-1] - early, 1), None, target="flat")
+    growth = Row(
+        "memory_growth_mb",
+        "resident memory growth (MB)",
+        f"step {max(1, steps // 10)} -> {steps}",
+        "MB",
+        round(samples[-1] - early, 1),
+        None,
+        target="flat",
+    )
     return [throughput, peak, growth]
 
 
@@ -608,8 +713,16 @@ def loop_steps(screen: Any, settings: Any, steps: int) -> tuple[list[float], dic
     with tempfile.TemporaryDirectory(prefix="deskpilot-bench-") as tmp:
         recorder = JsonlRecorder(tmp, TASK, settings.public())
         try:
-            run_episode(TASK, screen=screen, planner=planner, executor=DryRunExecutor(), settings=settings,
-                        limits=Limits(max_steps=steps + 1), recorder=recorder, on_step=on_step)
+            run_episode(
+                TASK,
+                screen=screen,
+                planner=planner,
+                executor=DryRunExecutor(),
+                settings=settings,
+                limits=Limits(max_steps=steps + 1),
+                recorder=recorder,
+                on_step=on_step,
+            )
         finally:
             planner.close()
     walls = [b - a for a, b in zip(marks, marks[1:])]
@@ -619,13 +732,15 @@ def loop_steps(screen: Any, settings: Any, steps: int) -> tuple[list[float], dic
 
 def bench_whole_step(screen: Any, size: tuple[int, int], encoding: str, steps: int) -> Row:
     from agent.fakeserver import FakeModelServer
-
     from agent.trajectory import JsonlRecorder, Outcome
 
     with FakeModelServer(_step_brain) as server:
         ours, ours_parts = loop_steps(screen, _settings(base_url=server.base_url, image_encoding=encoding), steps)
-        base, base_parts = loop_steps(screen, _settings(base_url=server.base_url, image_encoding=BASELINE_ENCODING,
-                                                        max_image_tokens=MAX_IMAGE_TOKENS), steps)
+        base, base_parts = loop_steps(
+            screen,
+            _settings(base_url=server.base_url, image_encoding=BASELINE_ENCODING, max_image_tokens=MAX_IMAGE_TOKENS),
+            steps,
+        )
     with tempfile.TemporaryDirectory(prefix="deskpilot-bench-") as tmp:  # the recorder's share of a step
         recorder, image, saves = JsonlRecorder(tmp, TASK), screen.capture().image, []
         for number in range(1, steps + 1):
@@ -634,30 +749,56 @@ def bench_whole_step(screen: Any, size: tuple[int, int], encoding: str, steps: i
             saves.append(time.perf_counter() - t)
         recorder.finish(Outcome(status="done"))
     ours_parts["recorder_png"] = median_ms(saves)
-    return Row("whole_step_ms", "whole step without model (ms)", f"{size[0]}x{size[1]}, instant fake model", "ms",
-               median_ms(ours), median_ms(base),
-               detail={"ours_parts_ms": ours_parts, "baseline_parts_ms": base_parts, "steps": steps,
-                       "note": "capture_s includes the recorder's lossless PNG of the capture; "
-                               "model_s is the HTTP round trip to the fake server"})
+    return Row(
+        "whole_step_ms",
+        "whole step without model (ms)",
+        f"{size[0]}x{size[1]}, instant fake model",
+        "ms",
+        median_ms(ours),
+        median_ms(base),
+        detail={
+            "ours_parts_ms": ours_parts,
+            "baseline_parts_ms": base_parts,
+            "steps": steps,
+            "note": "capture_s includes the recorder's lossless PNG of the capture; "
+            "model_s is the HTTP round trip to the fake server",
+        },
+    )
 
 
 # --- the run -------------------------------------------------------------------------------
 
 
-def run_bench(*, repeat: int = 7, replay_steps: int = 500, steps: int = 10, encoding: str = DEFAULT_ENCODING,
-              live: bool = False, replay_size: tuple[int, int] = (1280, 800),
-              profile: bool = False, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+def run_bench(
+    *,
+    repeat: int = 7,
+    replay_steps: int = 500,
+    steps: int = 10,
+    encoding: str = DEFAULT_ENCODING,
+    live: bool = False,
+    replay_size: tuple[int, int] = (1280, 800),
+    profile: bool = False,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
     """Every measurement; returns the JSON-ready result (``rows`` in table order)."""
     parse_encoding(encoding)
     rows: list[Row] = []
     log("replay check and memory ...")
     rows += bench_replay(replay_steps, repeat, replay_size, encoding)  # first: memory before the big screens
-    settle_row = Row("settle_ms/static", "settle after a click (ms)", "static window", "ms", None, None,
-                     target="<= 150 ms", note="live only (--live)")
+    settle_row = Row(
+        "settle_ms/static",
+        "settle after a click (ms)",
+        "static window",
+        "ms",
+        None,
+        None,
+        target="<= 150 ms",
+        note="live only (--live)",
+    )
     perception, tokens, whole, profiles = [], [], None, {}
     for size in SIZES:
         log(f"perception and tokens at {size[0]}x{size[1]} ...")
-        with (live_desktop(size) if live else contextlib.nullcontext()) as display:
+        with live_desktop(size) if live else contextlib.nullcontext() as display:
             if live:
                 from PIL import ImageGrab
 
@@ -667,7 +808,7 @@ def run_bench(*, repeat: int = 7, replay_steps: int = 500, steps: int = 10, enco
                 grab: Callable[[], Image.Image] = lambda: ImageGrab.grab(xdisplay=display)
             else:
                 screen = MemoryScreen(generate_screen(size))
-                grab = lambda: screen.capture().image  # the same capture: only the processing differs
+                grab = lambda screen=screen: screen.capture().image  # the same capture: only the processing differs
             try:
                 perception.append(bench_perception(size, screen, grab, encoding, repeat))
                 tokens += bench_tokens(size, screen, encoding)
@@ -684,10 +825,17 @@ def run_bench(*, repeat: int = 7, replay_steps: int = 500, steps: int = 10, enco
                     screen.close()
     rows = perception + [settle_row] + tokens + rows + [whole]  # type: ignore[list-item]
     return {
-        "meta": {"mode": "live (Xvfb)" if live else "offline (generated screens)", "repeat": repeat,
-                 "encoding": encoding, "baseline_encoding": BASELINE_ENCODING, "python": platform.python_version(),
-                 "cpus": os.cpu_count(), "machine": platform.machine(), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                 "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None},
+        "meta": {
+            "mode": "live (Xvfb)" if live else "offline (generated screens)",
+            "repeat": repeat,
+            "encoding": encoding,
+            "baseline_encoding": BASELINE_ENCODING,
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "machine": platform.machine(),
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        },
         "rows": [dict(asdict(r), ratio=r.ratio) for r in rows],
         "profiles": profiles,
     }
@@ -716,37 +864,46 @@ def _fmt(value: float | None, unit: str) -> str:
 
 def format_table(result: dict[str, Any]) -> str:
     meta = result["meta"]
-    lines = [f"deskpilot bench: {meta['mode']}, median of {meta['repeat']}, encoding {meta['encoding']}, "
-             f"Python {meta['python']}, {meta['cpus']} CPUs"
-             + (f", load average {meta['load_average'][0]:.2f}" if meta.get("load_average") else ""),
-             f"{'metric':<32}{'case':<32}{'ours':>9}{'baseline':>11}{'ratio':>8}  {'target':<17}met"]
+    lines = [
+        f"deskpilot bench: {meta['mode']}, median of {meta['repeat']}, encoding {meta['encoding']}, "
+        f"Python {meta['python']}, {meta['cpus']} CPUs"
+        + (f", load average {meta['load_average'][0]:.2f}" if meta.get("load_average") else ""),
+        f"{'metric':<32}{'case':<32}{'ours':>9}{'baseline':>11}{'ratio':>8}  {'target':<17}met",
+    ]
     previous = None
     for row in result["rows"]:
         metric = row["metric"] if row["metric"] != previous else ""
         previous = row["metric"]
         ratio = f"{row['ratio']:.1f}x" if row["ratio"] else "-"
         met = {True: "yes", False: "NO", None: ""}[row["met"]]
-        lines.append(f"{metric:<32}{row['case']:<32}{_fmt(row['ours'], row['unit']):>9}"
-                     f"{_fmt(row['baseline'], row['unit']):>11}{ratio:>8}  {row['target']:<17}{met}"
-                     + (f"  ({row['note']})" if row["note"] else ""))
+        lines.append(
+            f"{metric:<32}{row['case']:<32}{_fmt(row['ours'], row['unit']):>9}"
+            f"{_fmt(row['baseline'], row['unit']):>11}{ratio:>8}  {row['target']:<17}{met}"
+            + (f"  ({row['note']})" if row["note"] else "")
+        )
     lines.append("")
     for row in result["rows"]:
         if row["id"].startswith("perception_ms/"):
             st = dict(row["detail"]["stages_ms"])
             capture = f"capture {st['capture']:.1f}" + (
-                f" (from mss's buffer {st['capture_from_buffer']:.1f})" if "capture_from_buffer" in st else "")
-            lines.append(f"profile {row['case']:>9} (ms): {capture} | resize {st['resize']:.1f} | encode "
-                         f"{st['encode']:.1f} | base64 {st['base64']:.1f} | "
-                         f"body {st['body']:.1f} (tool schemas {st['tool_schemas']:.1f} of it); stages sum to "
-                         f"{sum(st[k] for k in ('capture', 'resize', 'encode', 'base64', 'body')):.1f}; sent "
-                         f"{row['detail']['sent_size'][0]}x{row['detail']['sent_size'][1]}, "
-                         f"{row['detail']['sent_bytes'] / 1024:.0f} KB; half shot {st['half_shot']:.1f} "
-                         "(made while the model thinks)")
+                f" (from mss's buffer {st['capture_from_buffer']:.1f})" if "capture_from_buffer" in st else ""
+            )
+            lines.append(
+                f"profile {row['case']:>9} (ms): {capture} | resize {st['resize']:.1f} | encode "
+                f"{st['encode']:.1f} | base64 {st['base64']:.1f} | "
+                f"body {st['body']:.1f} (tool schemas {st['tool_schemas']:.1f} of it); stages sum to "
+                f"{sum(st[k] for k in ('capture', 'resize', 'encode', 'base64', 'body')):.1f}; sent "
+                f"{row['detail']['sent_size'][0]}x{row['detail']['sent_size'][1]}, "
+                f"{row['detail']['sent_bytes'] / 1024:.0f} KB; half shot {st['half_shot']:.1f} "
+                "(made while the model thinks)"
+            )
         if row["id"] == "whole_step_ms":
             ours, base = row["detail"]["ours_parts_ms"], row["detail"]["baseline_parts_ms"]
-            lines.append(f"whole step (ms): ours capture+encode+record {ours['capture_s']:.1f} (the recorder's "
-                         f"lossless PNG alone: {ours['recorder_png']:.1f}), model round trip {ours['model_s']:.1f}; "
-                         f"baseline {base['capture_s']:.1f}, {base['model_s']:.1f}")
+            lines.append(
+                f"whole step (ms): ours capture+encode+record {ours['capture_s']:.1f} (the recorder's "
+                f"lossless PNG alone: {ours['recorder_png']:.1f}), model round trip {ours['model_s']:.1f}; "
+                f"baseline {base['capture_s']:.1f}, {base['model_s']:.1f}"
+            )
     lines += [
         "baselines: perception = full-size capture (ImageGrab when live) + full-size PNG (level 6) + base64 + body;",
         f"  settle = fixed {SETTLE_BASELINE_S:.1f} s sleep; tokens = full-size screenshots, history kept full-size;",
@@ -758,20 +915,39 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def register(commands: Any) -> None:
-    bench = commands.add_parser("bench", help="measure perception, settle, tokens, replay and step overhead",
-                                description="Measure what everything around the model costs (perception, settle, "
-                                            "tokens, replay check, memory, step overhead), each figure beside a "
-                                            "baseline measured in the same run. Takes about 1-2 minutes.")
-    bench.add_argument("--live", action="store_true",
-                       help="capture real Xvfb desktops (one per size) instead of generated screens; "
-                            "adds the settle measurement")
+    bench = commands.add_parser(
+        "bench",
+        help="measure perception, settle, tokens, replay and step overhead",
+        description="Measure what everything around the model costs (perception, settle, "
+        "tokens, replay check, memory, step overhead), each figure beside a "
+        "baseline measured in the same run. Takes about 1-2 minutes.",
+    )
+    bench.add_argument(
+        "--live",
+        action="store_true",
+        help="capture real Xvfb desktops (one per size) instead of generated screens; adds the settle measurement",
+    )
     bench.add_argument("--repeat", type=positive_int, default=7, metavar="N", help="runs per median (default: 7)")
-    bench.add_argument("--replay-steps", type=positive_int, default=500, metavar="N",
-                       help="steps in the simulated recording (default: 500)")
-    bench.add_argument("--steps", type=positive_int, default=10, metavar="N",
-                       help="loop steps timed for the whole-step overhead (default: 10)")
-    bench.add_argument("--encoding", default=DEFAULT_ENCODING, metavar="ENC",
-                       help=f"png[:LEVEL] or jpeg[:QUALITY] for our side (default: {DEFAULT_ENCODING})")
+    bench.add_argument(
+        "--replay-steps",
+        type=positive_int,
+        default=500,
+        metavar="N",
+        help="steps in the simulated recording (default: 500)",
+    )
+    bench.add_argument(
+        "--steps",
+        type=positive_int,
+        default=10,
+        metavar="N",
+        help="loop steps timed for the whole-step overhead (default: 10)",
+    )
+    bench.add_argument(
+        "--encoding",
+        default=DEFAULT_ENCODING,
+        metavar="ENC",
+        help=f"png[:LEVEL] or jpeg[:QUALITY] for our side (default: {DEFAULT_ENCODING})",
+    )
     bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     bench.add_argument("--profile", action="store_true", help="print a cProfile of perception at 1920x1080")
     bench.set_defaults(func=cmd_bench)
@@ -783,9 +959,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
             import tkinter  # noqa: F401
         except ImportError:
             raise UsageError("--live needs tkinter for the bench desktop") from None
-    result = run_bench(repeat=args.repeat, replay_steps=args.replay_steps, steps=args.steps,
-                       encoding=args.encoding, live=args.live, profile=args.profile,
-                       log=lambda line: print(f"deskpilot bench: {line}", file=sys.stderr, flush=True))
+    result = run_bench(
+        repeat=args.repeat,
+        replay_steps=args.replay_steps,
+        steps=args.steps,
+        encoding=args.encoding,
+        live=args.live,
+        profile=args.profile,
+        log=lambda line: print(f"deskpilot bench: {line}", file=sys.stderr, flush=True),
+    )
     print(format_table(result))
     for name, text in result["profiles"].items():
         print(f"\ncProfile, {name}:\n{text}")

@@ -35,13 +35,27 @@ class Provider:
 PROVIDERS: dict[str, Provider] = {
     p.name: p
     for p in (
-        Provider("siliconflow", "https://api.siliconflow.com/v1", "zai-org/GLM-4.5V",
-                 "SILICONFLOW_API_KEY", "siliconflow", 0.14, 0.86, image_detail="high"),
+        Provider(
+            "siliconflow",
+            "https://api.siliconflow.com/v1",
+            "zai-org/GLM-4.5V",
+            "SILICONFLOW_API_KEY",
+            "siliconflow",
+            0.14,
+            0.86,
+            image_detail="high",
+        ),
         Provider("zai", "https://api.z.ai/api/paas/v4", "glm-4.5v", "ZAI_API_KEY", "zai", 0.6, 1.8),
-        Provider("bigmodel", "https://open.bigmodel.cn/api/paas/v4", "glm-4.5v",
-                 "BIGMODEL_API_KEY", "zai", 0.6, 1.8),
-        Provider("openrouter", "https://openrouter.ai/api/v1", "z-ai/glm-4.5v",
-                 "OPENROUTER_API_KEY", "openrouter", 0.48, 1.44),
+        Provider("bigmodel", "https://open.bigmodel.cn/api/paas/v4", "glm-4.5v", "BIGMODEL_API_KEY", "zai", 0.6, 1.8),
+        Provider(
+            "openrouter",
+            "https://openrouter.ai/api/v1",
+            "z-ai/glm-4.5v",
+            "OPENROUTER_API_KEY",
+            "openrouter",
+            0.48,
+            1.44,
+        ),
         Provider("vllm", "http://localhost:8000/v1", "zai-org/GLM-4.5V", None, "vllm", 0.0, 0.0),
         Provider("openai", "http://localhost:8000/v1", "glm-4.5v", "OPENAI_API_KEY", "none", 0.0, 0.0),
     )
@@ -78,9 +92,17 @@ class Settings(BaseModel):
         return PROVIDERS[self.provider]
 
     @classmethod
-    def resolve(cls, provider: str = "siliconflow", *, base_url: str | None = None,
-                model: str | None = None, api_key: str | None = None,
-                env: dict[str, str] | None = None, require_key: bool = True, **overrides: Any) -> Settings:
+    def resolve(
+        cls,
+        provider: str = "siliconflow",
+        *,
+        base_url: str | None = None,
+        model: str | None = None,
+        api_key: str | None = None,
+        env: dict[str, str] | None = None,
+        require_key: bool = True,
+        **overrides: Any,
+    ) -> Settings:
         """Settings from a preset, explicit flags and the environment (flags win).
 
         Key order: ``api_key``, then DESKPILOT_API_KEY, then the provider's own variable.
@@ -97,8 +119,9 @@ class Settings(BaseModel):
             )
         url = (base_url or preset.base_url).rstrip("/")
         if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
-            raise UsageError(f"bad base URL {url!r}: it must start with http:// or https://, "
-                             "e.g. http://localhost:8000/v1")
+            raise UsageError(
+                f"bad base URL {url!r}: it must start with http:// or https://, e.g. http://localhost:8000/v1"
+            )
         overrides = {k: v for k, v in overrides.items() if v is not None}
         if "image_encoding" in overrides:
             parse_encoding(overrides["image_encoding"])  # a bad one is a UsageError now, not mid-run

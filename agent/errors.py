@@ -32,7 +32,27 @@ EXIT_DONE = 0
 EXIT_NOT_DONE = 1  # the model declared the task infeasible, or a budget ran out
 EXIT_USAGE = 2
 EXIT_ENDPOINT = 3
+EXIT_INTERNAL = 4
 EXIT_INTERRUPTED = 130
+
+# The one table of exit codes: ``--help`` of every command, replay and the README's table
+# (checked by a test) all come from here.
+EXIT_CODES: tuple[tuple[int, str], ...] = (
+    (EXIT_DONE, "the model declared the task done (replay: every step matched or was healed)"),
+    (
+        EXIT_NOT_DONE,
+        "the model declared it infeasible, a step/time/cost budget ran out, or it got stuck (replay: a step differed)",
+    ),
+    (EXIT_USAGE, "usage or configuration error (bad flags, missing key, no display, unreadable recording, disk full)"),
+    (EXIT_ENDPOINT, "the model endpoint failed (key rejected, unreachable or malformed replies after retries)"),
+    (EXIT_INTERNAL, "internal error: a bug in deskpilot (set DESKPILOT_DEBUG=1 for the traceback, and report it)"),
+    (EXIT_INTERRUPTED, "interrupted (kill hotkey, Ctrl-C, SIGTERM, SIGHUP, or quit at the approval prompt)"),
+)
+
+
+def exit_codes_help() -> str:
+    """The exit-code table as an argparse epilog."""
+    return "exit codes:\n" + "".join(f"  {code:<4} {meaning}\n" for code, meaning in EXIT_CODES)
 
 
 class ModelError(Exception):

@@ -22,9 +22,10 @@ import io
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 from PIL import Image
 
@@ -70,8 +71,11 @@ def completion(reply: Any, model: str = "fake-glm") -> dict[str, Any]:
         "created": int(time.time()),
         "model": model,
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": {"prompt_tokens": 1000, "completion_tokens": max(1, len(content) // 4),
-                  "total_tokens": 1000 + max(1, len(content) // 4)},
+        "usage": {
+            "prompt_tokens": 1000,
+            "completion_tokens": max(1, len(content) // 4),
+            "total_tokens": 1000 + max(1, len(content) // 4),
+        },
     }
 
 

@@ -66,9 +66,7 @@ def model_to_image(point_model: tuple[float, float], size_image: tuple[int, int]
     x_model, y_model = point_model
     for value in (x_model, y_model):
         if not 0 <= value <= MODEL_SPACE:
-            raise CoordinateOutOfRange(
-                f"coordinate {value:g} is outside 0-{MODEL_SPACE} (thousandths of the image)"
-            )
+            raise CoordinateOutOfRange(f"coordinate {value:g} is outside 0-{MODEL_SPACE} (thousandths of the image)")
     width_image, height_image = size_image
     x_image = min(int(round(x_model / MODEL_SPACE * width_image)), width_image - 1)
     y_image = min(int(round(y_model / MODEL_SPACE * height_image)), height_image - 1)

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
 
 from actions.executor import Executor
 from actions.schema import TERMINAL_KINDS, Action, action_to_call
@@ -55,18 +55,26 @@ def ground_action(action: Action, geometry: Geometry) -> list[Target]:
         box_model = getattr(action, name, None)
         if box_model is not None:
             point_image, point_screen = ground(box_model, monitor)
-            targets.append(Target(box_model=list(box_model), point_image=list(point_image),
-                                  point_screen=list(point_screen)))
+            targets.append(
+                Target(box_model=list(box_model), point_image=list(point_image), point_screen=list(point_screen))
+            )
     return targets
 
 
-def run_episode(task: str, *, screen: Screen, planner: Planner, executor: Executor,
-                settings: Settings, limits: Limits | None = None,
-                recorder: JsonlRecorder | None = None,
-                on_step: Callable[[Step], None] | None = None,
-                settle: Callable[[], float] | None = None,
-                stop_event: threading.Event | None = None,
-                approve: Callable[[Action, str], Decision] | None = None) -> EpisodeResult:
+def run_episode(
+    task: str,
+    *,
+    screen: Screen,
+    planner: Planner,
+    executor: Executor,
+    settings: Settings,
+    limits: Limits | None = None,
+    recorder: JsonlRecorder | None = None,
+    on_step: Callable[[Step], None] | None = None,
+    settle: Callable[[], float] | None = None,
+    stop_event: threading.Event | None = None,
+    approve: Callable[[Action, str], Decision] | None = None,
+) -> EpisodeResult:
     """Run one task to its end. Returns the outcome; raises DeskpilotError for our errors
     (after recording the outcome) and Interrupted for Ctrl-C / the kill switch.
 
@@ -82,8 +90,14 @@ def run_episode(task: str, *, screen: Screen, planner: Planner, executor: Execut
     background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deskpilot-history")
 
     def finish(status: str, message: str = "", answer: str | None = None) -> Outcome:
-        return Outcome(status=status, message=message, answer=answer, steps=len(steps),
-                       duration_s=round(time.monotonic() - started, 3), **totals)
+        return Outcome(
+            status=status,
+            message=message,
+            answer=answer,
+            steps=len(steps),
+            duration_s=round(time.monotonic() - started, 3),
+            **totals,
+        )
 
     def record(step: Step) -> None:
         steps.append(step)
@@ -100,9 +114,23 @@ def run_episode(task: str, *, screen: Screen, planner: Planner, executor: Execut
             if budget_stop:
                 outcome = finish(*budget_stop)
                 break
-            step, entry, action = _run_step(number, task, screen, planner, executor, settings, limits,
-                                            history, memory, recorder, record, totals, settle, approve,
-                                            background)
+            step, entry, action = _run_step(
+                number,
+                task,
+                screen,
+                planner,
+                executor,
+                settings,
+                limits,
+                history,
+                memory,
+                recorder,
+                record,
+                totals,
+                settle,
+                approve,
+                background,
+            )
             history.append(entry)
             _drop_old_images(history, settings.history_images)
             if step.memory is not None:
@@ -117,8 +145,11 @@ def run_episode(task: str, *, screen: Screen, planner: Planner, executor: Execut
             outcome = finish("max_steps", f"the step budget ({limits.max_steps}) ran out")
     except (KeyboardInterrupt, Interrupted) as exc:
         killed = stop_event is not None and stop_event.is_set()
-        message = "stopped by the kill hotkey" if killed else (
-            "interrupted by Ctrl-C" if isinstance(exc, KeyboardInterrupt) else str(exc))
+        message = (
+            "stopped by the kill hotkey"
+            if killed
+            else ("interrupted by Ctrl-C" if isinstance(exc, KeyboardInterrupt) else str(exc))
+        )
         outcome = finish("interrupted", message)
         raise Interrupted(message) from None
     except DeskpilotError as exc:
@@ -149,22 +180,46 @@ def _drop_old_images(history: list[HistoryEntry], keep: int) -> None:
             history[i] = HistoryEntry(e.step, e.thought, e.action_text, None, e.result)
 
 
-def _run_step(number, task, screen, planner, executor, settings, limits, history, memory,
-              recorder, record, totals, settle, approve, background):
+def _run_step(
+    number,
+    task,
+    screen,
+    planner,
+    executor,
+    settings,
+    limits,
+    history,
+    memory,
+    recorder,
+    record,
+    totals,
+    settle,
+    approve,
+    background,
+):
     """One step; the Step is recorded whatever happens inside."""
     t0 = time.monotonic()
     shot = screen.capture()
     sent = prepare_for_model(shot, settings.max_image_tokens, settings.image_encoding)
-    step = Step(step=number, started_at=time.time(), screenshot="", geometry=Geometry.of(shot.monitor),
-                sent=SentInfo(width=sent.size[0], height=sent.size[1], encoding=sent.encoding,
-                              bytes=sent.n_bytes, tokens=sent.tokens),
-                memory_in=list(memory))
+    step = Step(
+        step=number,
+        started_at=time.time(),
+        screenshot="",
+        geometry=Geometry.of(shot.monitor),
+        sent=SentInfo(
+            width=sent.size[0], height=sent.size[1], encoding=sent.encoding, bytes=sent.n_bytes, tokens=sent.tokens
+        ),
+        memory_in=list(memory),
+    )
     if recorder is not None:
         step.screenshot = recorder.save_screenshot(number, shot.image)
     step.timings.capture_s = round(time.monotonic() - t0, 4)
     # the half-size shot for later steps' history is made while the model thinks
-    half_shot = background.submit(prepare_for_model, shot, settings.max_image_tokens, settings.image_encoding,
-                                  half=True) if settings.history_images > 0 else None
+    half_shot = (
+        background.submit(prepare_for_model, shot, settings.max_image_tokens, settings.image_encoding, half=True)
+        if settings.history_images > 0
+        else None
+    )
     action: Action | None = None
     result_note = ""
     try:
@@ -185,8 +240,12 @@ def _run_step(number, task, screen, planner, executor, settings, limits, history
             totals["prompt_tokens"] += raw.prompt_tokens
             totals["completion_tokens"] += raw.completion_tokens
             totals["cost_usd"] += cost
-            attempt = Attempt(raw=raw.model_dump(exclude_none=True), latency_s=round(result.latency_s, 4),
-                              transport_retries=result.transport_retries, protocol=result.protocol)
+            attempt = Attempt(
+                raw=raw.model_dump(exclude_none=True),
+                latency_s=round(result.latency_s, 4),
+                transport_retries=result.transport_retries,
+                protocol=result.protocol,
+            )
             step.attempts.append(attempt)
             try:
                 parsed = parse_reply(raw.content, raw.tool_calls, raw.reasoning)

@@ -53,10 +53,18 @@ _NAME_KEYS = ("action", "action_type", "name", "function", "tool", "command")
 _ARGS_KEYS = ("arguments", "args", "parameters", "params", "action_inputs", "input")
 _RAW_TEXT_ARGS = frozenset({"content", "text", "answer", "reason", "element_info", "direction"})
 _TEXT_ARGS = _RAW_TEXT_ARGS | {"keys", "key", "hotkey"}
-_POSITIONAL = {"key": ("keys",), "type": ("content",), "DONE": ("answer",), "FAIL": ("reason",),
-               "left_drag": ("start_box", "end_box"), "scroll": ("start_box", "direction", "step")}
-_EXPECTED = ("no action found: give exactly one action call, e.g. "
-             "<|begin_of_box|>left_click(start_box='[x,y]', element_info='...')<|end_of_box|>")
+_POSITIONAL = {
+    "key": ("keys",),
+    "type": ("content",),
+    "DONE": ("answer",),
+    "FAIL": ("reason",),
+    "left_drag": ("start_box", "end_box"),
+    "scroll": ("start_box", "direction", "step"),
+}
+_EXPECTED = (
+    "no action found: give exactly one action call, e.g. "
+    "<|begin_of_box|>left_click(start_box='[x,y]', element_info='...')<|end_of_box|>"
+)
 
 
 @dataclass(frozen=True)
@@ -69,27 +77,36 @@ class ParsedReply:
     source: str  # "tool_call", "tool_call_xml", "box_call", "call", "json" or "bare_box"
 
 
-def parse_reply(content: str | None, tool_calls: list[dict] | None = None,
-                reasoning: str | None = None) -> ParsedReply:
+def parse_reply(content: str | None, tool_calls: list[dict] | None = None, reasoning: str | None = None) -> ParsedReply:
     """Find the one action in a chat-completion message; raise a ModelError if there is none."""
     text = _ANSWER_TAGS.sub("", _strip_think(content or "")).strip()
     if not text and not tool_calls:
         thinking = (reasoning or "").strip() or "<think>" in (content or "")
-        raise EmptyReply("the reply had no content and no tool call"
-                         + (" (the reasoning probably used up the token budget)" if thinking else ""))
+        raise EmptyReply(
+            "the reply had no content and no tool call"
+            + (" (the reasoning probably used up the token budget)" if thinking else "")
+        )
     memory, text = _take_memory(text)
     if tool_calls:
         return ParsedReply(_from_tool_call(tool_calls[0]), _thought(text), memory, "tool_call")
     plain = _BOX_TOKENS.sub("", text)
     deferred: list[ModelError] = []  # errors reported only if no action is found at all
-    for source, finder, where in (("tool_call_xml", _find_xml, text), ("box_call", _find_box_call, text),
-                                  ("call", _find_call, plain), ("json", _find_json, plain),
-                                  ("bare_box", _find_bare_box, text)):
+    for source, finder, where in (
+        ("tool_call_xml", _find_xml, text),
+        ("box_call", _find_box_call, text),
+        ("call", _find_call, plain),
+        ("json", _find_json, plain),
+        ("bare_box", _find_bare_box, text),
+    ):
         found = finder(where, deferred)
         if found is not None:
             action, before, extra = found
-            return ParsedReply(action, _thought(before) or extra.get("thought", ""),
-                               memory if memory is not None else extra.get("memory"), source)
+            return ParsedReply(
+                action,
+                _thought(before) or extra.get("thought", ""),
+                memory if memory is not None else extra.get("memory"),
+                source,
+            )
     if deferred:
         raise deferred[-1]
     raise UnparseableReply(_EXPECTED)
@@ -102,6 +119,7 @@ def strip_markup(text: str) -> str:
 
 # --- text clean-up -------------------------------------------------------------------------------
 
+
 def _strip_think(text: str) -> str:
     """Drop <think> blocks; a stray </think> drops what precedes it; a dangling <think>
     (truncated thinking) is dropped up to the first text that looks like an action."""
@@ -111,10 +129,10 @@ def _strip_think(text: str) -> str:
     start = text.find("<think>")
     if start < 0:
         return text
-    rest = text[start + len("<think>"):]
+    rest = text[start + len("<think>") :]
     hints = [m.start() for m in (_THINK_HINT.search(rest),) if m]
     hints += [m.start() for m in _CALL.finditer(rest) if _known(m.group(1))][:1]
-    return text[:start] + (rest[min(hints):] if hints else "")
+    return text[:start] + (rest[min(hints) :] if hints else "")
 
 
 def _take_memory(text: str) -> tuple[list | None, str]:
@@ -122,12 +140,12 @@ def _take_memory(text: str) -> tuple[list | None, str]:
     for m in reversed(list(_MEMORY.finditer(text))):
         end = _balanced_end(text, m.end())
         try:
-            value = _literal(text[m.end():end]) if end > 0 else None
+            value = _literal(text[m.end() : end]) if end > 0 else None
         except ValueError:
             continue
         if isinstance(value, list):
             fence = _FENCE_END.match(text, end) if "```" in m.group() else None
-            return value, text[:m.start()] + text[fence.end() if fence else end:]
+            return value, text[: m.start()] + text[fence.end() if fence else end :]
     return None, text
 
 
@@ -137,6 +155,7 @@ def _thought(before: str) -> str:
 
 # --- shape finders: each returns (action, text before it, extras) or None ---------------------------
 
+
 def _from_tool_call(call: dict) -> Action:
     function = call.get("function") or call
     name, raw = function.get("name") or "", function.get("arguments")
@@ -144,8 +163,9 @@ def _from_tool_call(call: dict) -> Action:
         try:
             raw = _literal(raw) if raw.strip() else {}
         except ValueError:
-            raise InvalidArguments(f"the arguments of tool call {name!r} are not valid JSON "
-                                   f"(truncated?): {raw[:80]!r}") from None
+            raise InvalidArguments(
+                f"the arguments of tool call {name!r} are not valid JSON (truncated?): {raw[:80]!r}"
+            ) from None
     if not isinstance(raw, (dict, type(None))):
         raise InvalidArguments(f"the arguments of tool call {name!r} must be a JSON object")
     return _build(name, raw or {})
@@ -161,30 +181,30 @@ def _find_xml(text: str, deferred: list) -> tuple | None:
         found = _dict_action(_literal_or(inner, None))
         if found is None:
             raise UnparseableReply("the <tool_call> holds no action name")
-        return _build(*found), text[:m.start()], {}
+        return _build(*found), text[: m.start()], {}
     name = re.split(r"<arg_key>|\n", inner, maxsplit=1)[0].strip()
     args = {k: v if k in _RAW_TEXT_ARGS else _literal_or(v, v) for k, v in _XML_ARG.findall(inner)}
-    return _build(name, args), text[:m.start()], {}
+    return _build(name, args), text[: m.start()], {}
 
 
 def _find_box_call(text: str, deferred: list) -> tuple | None:
     for m in reversed(list(_BOX.finditer(text))):
         found = _last_call(m.group(1), strict=True, deferred=deferred)
         if found is not None:
-            return _build(*found[1:]), text[:m.start()], {}
+            return _build(*found[1:]), text[: m.start()], {}
     return None
 
 
 def _find_call(text: str, deferred: list) -> tuple | None:
     found = _last_call(text, strict=False, deferred=deferred)
-    return None if found is None else (_build(*found[1:]), text[:found[0]], {})
+    return None if found is None else (_build(*found[1:]), text[: found[0]], {})
 
 
 def _find_json(text: str, deferred: list) -> tuple | None:
     last, pos = None, 0
     for m in islice(re.finditer(r"\{", text), _MAX_CANDIDATES):
         end = _balanced_end(text, m.start()) if m.start() >= pos else -1
-        value = _literal_or(text[m.start():end], None) if end > 0 else None
+        value = _literal_or(text[m.start() : end], None) if end > 0 else None
         found = _dict_action(value)
         if found is None:
             continue
@@ -203,15 +223,16 @@ def _find_json(text: str, deferred: list) -> tuple | None:
 def _find_bare_box(text: str, deferred: list) -> tuple | None:
     for m in reversed(list(_BOX.finditer(text))):
         if _TOKEN_BOX.fullmatch(m.group(1).strip()):
-            return build_action("left_click", {"start_box": m.group(1)}), text[:m.start()], {}
+            return build_action("left_click", {"start_box": m.group(1)}), text[: m.start()], {}
     plain = _BOX_TOKENS.sub("", text)
     boxes = list(_BARE_BOX.finditer(plain))
     if not boxes:
         return None
-    return build_action("left_click", {"start_box": boxes[-1].group()}), plain[:boxes[-1].start()], {}
+    return build_action("left_click", {"start_box": boxes[-1].group()}), plain[: boxes[-1].start()], {}
 
 
 # --- helpers --------------------------------------------------------------------------------------
+
 
 def _unknown(name: str) -> UnknownAction | None:
     """The UnknownAction to report for name, or None when it is (an alias of) an action name."""
@@ -237,7 +258,7 @@ def _last_call(text: str, strict: bool, deferred: list) -> tuple | None:
     for m in islice(_CALL.finditer(text), _MAX_CANDIDATES):
         end = _balanced_end(text, m.end() - 1) if m.start() >= pos else -1
         try:
-            parsed = _parse_call(text[m.start():end]) if end > 0 else None
+            parsed = _parse_call(text[m.start() : end]) if end > 0 else None
         except InvalidArguments as exc:
             if strict:
                 raise
@@ -265,8 +286,11 @@ def _parse_call(source: str) -> tuple[str, list, dict] | None:
             continue
     else:
         return None
-    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name) \
-            or any(k.arg is None for k in node.keywords):
+    if (
+        not isinstance(node, ast.Call)
+        or not isinstance(node.func, ast.Name)
+        or any(k.arg is None for k in node.keywords)
+    ):
         return None
     try:
         args = [ast.literal_eval(a) for a in node.args]
@@ -274,8 +298,9 @@ def _parse_call(source: str) -> tuple[str, list, dict] | None:
     except _LITERAL_ERRORS:
         if not _known(node.func.id):
             return None
-        raise InvalidArguments(f"arguments of {node.func.id} must be plain values such as "
-                               "'[500,500]', 'text' or 5, not expressions") from None
+        raise InvalidArguments(
+            f"arguments of {node.func.id} must be plain values such as '[500,500]', 'text' or 5, not expressions"
+        ) from None
     return node.func.id, args, kwargs
 
 

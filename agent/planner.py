@@ -15,8 +15,9 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Union
+from typing import Any, Protocol, Union
 
 import httpx
 
@@ -51,9 +52,13 @@ class Planner(Protocol):
 class GLMPlanner:
     """GLM-4.5V over an OpenAI-compatible endpoint (SiliconFlow, Z.ai, OpenRouter, vLLM...)."""
 
-    def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None,
-                 stop_event: threading.Event | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        transport: httpx.BaseTransport | None = None,
+        stop_event: threading.Event | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.settings = settings
         self.use_tools = settings.protocol in ("auto", "tools")
         self._stop = stop_event
@@ -63,8 +68,9 @@ class GLMPlanner:
             headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
         timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
         try:
-            self._client = httpx.Client(base_url=settings.base_url, headers=headers,
-                                        timeout=timeout, transport=transport)
+            self._client = httpx.Client(
+                base_url=settings.base_url, headers=headers, timeout=timeout, transport=transport
+            )
         except (httpx.InvalidURL, ValueError) as exc:
             raise UsageError(f"bad --base-url {settings.base_url!r}: {exc}") from None
 
@@ -84,9 +90,15 @@ class GLMPlanner:
             data, notes = self._post(body)
             notes.insert(0, "tools rejected by the server: switched to the text protocol")
         raw = RawReply.from_completion(data)
-        return PlannerResult(raw, message.prompt_text, message.estimated_tokens, message.history_images,
-                             time.monotonic() - started, notes,
-                             "tools" if self.use_tools else "text")
+        return PlannerResult(
+            raw,
+            message.prompt_text,
+            message.estimated_tokens,
+            message.history_images,
+            time.monotonic() - started,
+            notes,
+            "tools" if self.use_tools else "text",
+        )
 
     def _post(self, body: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """POST with retries; returns the decoded JSON and a note per retried attempt."""
@@ -117,7 +129,7 @@ class GLMPlanner:
                     f"the model endpoint {self.settings.base_url} failed {attempts} times "
                     f"(last: {problem}); check the URL, the network and the provider's status"
                 )
-            delay = retry_after if retry_after is not None else min(30.0, 0.5 * 2 ** attempt)
+            delay = retry_after if retry_after is not None else min(30.0, 0.5 * 2**attempt)
             delay = delay * (1 + 0.25 * random.random())
             notes.append(f"{problem}; retrying in {delay:.1f}s")
             self._wait(delay)

@@ -142,8 +142,9 @@ def build_message(request: StepRequest, settings: Settings, use_tools: bool) -> 
             return built  # nothing left to drop: the server will say if it is too long
 
 
-def _compose(request: StepRequest, settings: Settings, history: list[HistoryEntry],
-             shots_allowed: int, use_tools: bool) -> BuiltMessage:
+def _compose(
+    request: StepRequest, settings: Settings, history: list[HistoryEntry], shots_allowed: int, use_tools: bool
+) -> BuiltMessage:
     width, height = request.screenshot.size
     parts: list[dict[str, Any]] = []
     text_log: list[str] = []
@@ -171,19 +172,25 @@ def _compose(request: StepRequest, settings: Settings, history: list[HistoryEntr
         history_note = "(none: this is the first step)\n"
     elif first_kept > omitted_before:
         history_note = f"(steps {omitted_before}-{first_kept - 1} omitted)\n"
-    add_text(prompts.render("step_head", task=request.task, platform=platform_name(),
-                            width=width, height=height).rstrip("\n"))
+    add_text(
+        prompts.render("step_head", task=request.task, platform=platform_name(), width=width, height=height).rstrip(
+            "\n"
+        )
+    )
     if history_note:
         add_text("\n" + history_note.rstrip("\n"))
     with_shot = {entry.step for entry in history if entry.image is not None}
     with_shot = set(sorted(with_shot)[-shots_allowed:]) if shots_allowed else set()
     for entry in history:
         shown = entry.step in with_shot
-        line = prompts.render("history_step", step=entry.step,
-                              screenshot="" if shown else "(omitted)",
-                              thought=" ".join(entry.thought.split()) or "-",
-                              action=entry.action_text,
-                              result=f" Result: {entry.result}" if entry.result else "").rstrip("\n")
+        line = prompts.render(
+            "history_step",
+            step=entry.step,
+            screenshot="" if shown else "(omitted)",
+            thought=" ".join(entry.thought.split()) or "-",
+            action=entry.action_text,
+            result=f" Result: {entry.result}" if entry.result else "",
+        ).rstrip("\n")
         if shown:
             head, _, tail = line.partition("Screenshot: ")
             add_text("\n" + head + "Screenshot: ")
@@ -194,8 +201,9 @@ def _compose(request: StepRequest, settings: Settings, history: list[HistoryEntr
     memory = json.dumps(request.memory, ensure_ascii=False) if request.memory else "[]"
     feedback = prompts.render("feedback", problem=request.feedback) if request.feedback else ""
     output_format = prompts.render("output_tools" if use_tools else "output_text").rstrip("\n")
-    add_text(prompts.render("step_tail", memory=memory, feedback=feedback,
-                            output_format=output_format, step=request.step))
+    add_text(
+        prompts.render("step_tail", memory=memory, feedback=feedback, output_format=output_format, step=request.step)
+    )
     add_image(request.screenshot)
     return BuiltMessage(parts, "".join(text_log), tokens, len(with_shot), len(history))
 

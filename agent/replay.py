@@ -36,9 +36,10 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from PIL import Image, ImageChops, ImageStat
 
@@ -92,34 +93,45 @@ def check(recording: Recording) -> list[Difference]:
                 targets = ground_action(parsed.action, step.geometry)
             except ModelError as exc:
                 if attempt.error is None:
-                    found.append(Difference(step.step, f"{label} was accepted as {step.action_text}, "
-                                                       f"now rejected: {type(exc).__name__}: {exc}"))
+                    found.append(
+                        Difference(
+                            step.step,
+                            f"{label} was accepted as {step.action_text}, now rejected: {type(exc).__name__}: {exc}",
+                        )
+                    )
                 continue
             except Exception as exc:  # the parser crashed: exactly what a regression test is for
                 found.append(Difference(step.step, f"{label}: the parser raised {type(exc).__name__}: {exc}"))
                 continue
             now = action_to_call(parsed.action)
             if attempt.error is not None:
-                found.append(Difference(step.step, f"{label} was rejected ({attempt.error_type}), "
-                                                   f"now parses as {now}"))
+                found.append(Difference(step.step, f"{label} was rejected ({attempt.error_type}), now parses as {now}"))
             elif edited:  # the recorded action is the user's edit: compare the model's own
                 proposed = step.proposed_action
                 if proposed is not None and proposed != parsed.action.model_dump(mode="json"):
-                    found.append(Difference(step.step, f"the model's action (edited by the user) "
-                                                       f"was {proposed}, now {now}"))
+                    found.append(
+                        Difference(step.step, f"the model's action (edited by the user) was {proposed}, now {now}")
+                    )
             else:
-                what = _differs(step.action, step.action_text, step.targets,
-                                parsed.action.model_dump(mode="json"), now, targets)
+                what = _differs(
+                    step.action, step.action_text, step.targets, parsed.action.model_dump(mode="json"), now, targets
+                )
                 if what:
                     found.append(Difference(step.step, what))
     return found
 
 
-def _differs(action_a: dict | None, text_a: str, targets_a: list[Target],
-             action_b: dict | None, text_b: str, targets_b: list[Target]) -> str | None:
+def _differs(
+    action_a: dict | None,
+    text_a: str,
+    targets_a: list[Target],
+    action_b: dict | None,
+    text_b: str,
+    targets_b: list[Target],
+) -> str | None:
     """How two accepted actions differ: their kind or arguments first, else where they point."""
     boxes = ("start_box", "end_box")
-    strip = (lambda a: {k: v for k, v in a.items() if k not in boxes} if a else a)
+    strip = lambda a: {k: v for k, v in a.items() if k not in boxes} if a else a
     if strip(action_a) != strip(action_b) or (targets_a == targets_b and action_a != action_b):
         return f"action was {text_a or 'none'}, now {text_b or 'none'}"
     if targets_a != targets_b:
@@ -128,9 +140,10 @@ def _differs(action_a: dict | None, text_a: str, targets_a: list[Target],
 
 
 def _points(targets: list[Target]) -> str:
-    return " -> ".join(
-        f"{t.box_model} = image {tuple(t.point_image)} = screen {tuple(t.point_screen)}" for t in targets
-    ) or "none"
+    return (
+        " -> ".join(f"{t.box_model} = image {tuple(t.point_image)} = screen {tuple(t.point_screen)}" for t in targets)
+        or "none"
+    )
 
 
 # --- simulate --------------------------------------------------------------------------
@@ -156,15 +169,24 @@ def recorded_actions(recording: Recording) -> list[Performed]:
     for step in recording.steps:
         if _executed(step):
             action = step.action or {}
-            performed.append(Performed(step.step, action["kind"], tuple(tuple(t.point_screen) for t in step.targets),
-                                       action.get("content") or action.get("keys")))
+            performed.append(
+                Performed(
+                    step.step,
+                    action["kind"],
+                    tuple(tuple(t.point_screen) for t in step.targets),
+                    action.get("content") or action.get("keys"),
+                )
+            )
     return performed
 
 
 def _executed(step: Step) -> bool:
     """Whether the recorded run performed (or started to perform) the step's action."""
-    return (step.action is not None and step.action.get("kind") not in TERMINAL_KINDS
-            and step.decision not in ("skip", "quit"))
+    return (
+        step.action is not None
+        and step.action.get("kind") not in TERMINAL_KINDS
+        and step.decision not in ("skip", "quit")
+    )
 
 
 def simulate(recording: Recording) -> list[Difference]:
@@ -194,10 +216,16 @@ def simulate(recording: Recording) -> list[Difference]:
 
     found: list[Difference] = []
     try:
-        result = run_episode(recording.header.task, screen=screen, planner=planner, executor=executor,
-                             settings=_settings(recording), on_step=on_step,
-                             limits=Limits(max_steps=len(steps), model_retries=_model_retries(recording)),
-                             approve=_recorded_decisions(steps))
+        result = run_episode(
+            recording.header.task,
+            screen=screen,
+            planner=planner,
+            executor=executor,
+            settings=_settings(recording),
+            on_step=on_step,
+            limits=Limits(max_steps=len(steps), model_retries=_model_retries(recording)),
+            approve=_recorded_decisions(steps),
+        )
     except EndpointError:  # the scripted planner ran out of recorded replies
         at = simulated[-1].step + 1 if simulated else 1
         found.append(Difference(at, "the simulated run asked the model more often than the recorded one"))
@@ -205,8 +233,9 @@ def simulate(recording: Recording) -> list[Difference]:
     except Interrupted:  # a recorded "quit" at the approval prompt ends the simulation the same way
         result = None
     for before, after in zip(steps, simulated):
-        what = _differs(before.action, before.action_text, before.targets,
-                        after.action, after.action_text, after.targets)
+        what = _differs(
+            before.action, before.action_text, before.targets, after.action, after.action_text, after.targets
+        )
         if what:
             found.append(Difference(before.step, what))
     expected = recorded_actions(recording)
@@ -318,10 +347,20 @@ def settle_gap(previous: Step, step: Step) -> float:
 class LiveReplayer:
     """Performs a recording's actions on the live desktop (see the module docstring)."""
 
-    def __init__(self, recording: Recording, screen: Any, executor: Any, *, healer: Any = None,
-                 threshold: float = THRESHOLD, speed: float = 1.0, max_wait: float = 5.0,
-                 settle: float = 2.0, log: Callable[[str], None] = print,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        recording: Recording,
+        screen: Any,
+        executor: Any,
+        *,
+        healer: Any = None,
+        threshold: float = THRESHOLD,
+        speed: float = 1.0,
+        max_wait: float = 5.0,
+        settle: float = 2.0,
+        log: Callable[[str], None] = print,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.rec, self.screen, self.executor, self.healer = recording, screen, executor, healer
         self.threshold, self.speed, self.max_wait, self.settle = threshold, speed, max_wait, settle
         self.log, self.sleep = log, sleep
@@ -348,8 +387,10 @@ class LiveReplayer:
                 how = f" (screen matched: {compared.score:.3f})"
                 if compared.score > self.threshold:
                     saved = self._save(step, compared)
-                    what = (f"the live screen differs around the target ({compared.score:.3f} > threshold "
-                            f"{self.threshold:g}); crops saved: {saved[0]} and {saved[1]}")
+                    what = (
+                        f"the live screen differs around the target ({compared.score:.3f} > threshold "
+                        f"{self.threshold:g}); crops saved: {saved[0]} and {saved[1]}"
+                    )
                     if self.healer is None:
                         return [Difference(step.step, what)]
                     self.log(f"step {step.step}: {what}; asking the model to find it again")
@@ -409,9 +450,11 @@ class ModelHealer:
         sent = prepare_for_model(shot, self.settings.max_image_tokens, self.settings.image_encoding)
         live = Geometry.of(shot.monitor)
         what = getattr(action, "element_info", "") or step.thought or "the element it acted on"
-        task = (f"{self.task}\n\nThis step is being replayed and the screen has changed since it was "
-                f"recorded. Do the recorded action again on the same element at its position on the "
-                f"current screenshot: {step.action_text}. The element: {what}.")
+        task = (
+            f"{self.task}\n\nThis step is being replayed and the screen has changed since it was "
+            f"recorded. Do the recorded action again on the same element at its position on the "
+            f"current screenshot: {step.action_text}. The element: {what}."
+        )
         feedback = None
         for _ in range(self.attempts):
             reply = self.planner.decide(StepRequest(task, step.step, sent, [], list(step.memory_in), feedback)).raw
@@ -438,24 +481,48 @@ def register(commands: Any) -> None:
     from agent.config import PROVIDERS
 
     p = commands.add_parser(
-        "replay", help="replay a recording: check it, simulate it, or execute it without the model",
+        "replay",
+        help="replay a recording: check it, simulate it, or execute it without the model",
         description="Replay a recording. check: re-parse and re-ground every recorded reply (no display, "
-                    "no model). simulate: the loop on the recorded screens and replies, dry. execute: "
-                    "perform the recorded actions live, checking the screen before each pointing step.",
-        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "no model). simulate: the loop on the recorded screens and replies, dry. execute: "
+        "perform the recorded actions live, checking the screen before each pointing step.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("recording", help="a recording folder (recordings/<time>-<task>)")
     p.add_argument("--mode", choices=MODES, default="check", help="default: check")
     live = p.add_argument_group("execute")
-    live.add_argument("--heal", action="store_true",
-                      help="when the screen differs, ask the model to find the recorded element again")
-    live.add_argument("--speed", type=positive_float, default=1.0, metavar="X",
-                      help="replay the recorded pauses X times faster (default: 1)")
-    live.add_argument("--max-wait", type=nonneg_float, default=5.0, metavar="SECONDS",
-                      help="longest pause between two actions (default: 5)")
-    live.add_argument("--threshold", type=nonneg_float, default=THRESHOLD, metavar="SCORE",
-                      help=f"largest patch difference (0-1) still taken as the same screen (default: {THRESHOLD})")
-    live.add_argument("--settle", type=nonneg_float, default=2.0, metavar="SECONDS",
-                      help="how long to wait for the screen to match before it counts as changed (default: 2)")
+    live.add_argument(
+        "--heal", action="store_true", help="when the screen differs, ask the model to find the recorded element again"
+    )
+    live.add_argument(
+        "--speed",
+        type=positive_float,
+        default=1.0,
+        metavar="X",
+        help="replay the recorded pauses X times faster (default: 1)",
+    )
+    live.add_argument(
+        "--max-wait",
+        type=nonneg_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="longest pause between two actions (default: 5)",
+    )
+    live.add_argument(
+        "--threshold",
+        type=nonneg_float,
+        default=THRESHOLD,
+        metavar="SCORE",
+        help=f"largest patch difference (0-1) still taken as the same screen (default: {THRESHOLD})",
+    )
+    live.add_argument(
+        "--settle",
+        type=nonneg_float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how long to wait for the screen to match before it counts as changed (default: 2)",
+    )
     live.add_argument("--monitor", type=int, metavar="N", help="monitor to act on (default: the recorded one)")
     model = p.add_argument_group("model (--heal)")
     model.add_argument("--provider", choices=list(PROVIDERS), help="default: the recorded provider")
@@ -469,9 +536,11 @@ def register(commands: Any) -> None:
 def cmd_replay(args: argparse.Namespace) -> int:
     recording = load(args.recording)
     n_replies = sum(len(s.attempts) for s in recording.steps)
-    print(f"deskpilot replay ({args.mode}): {recording.path}: {recording.header.task!r}, "
-          f"{len(recording.steps)} steps, {n_replies} replies, recorded outcome {recording.outcome.status}",
-          flush=True)
+    print(
+        f"deskpilot replay ({args.mode}): {recording.path}: {recording.header.task!r}, "
+        f"{len(recording.steps)} steps, {n_replies} replies, recorded outcome {recording.outcome.status}",
+        flush=True,
+    )
     if args.mode == "check":
         found = check(recording)
     elif args.mode == "simulate":
@@ -510,11 +579,22 @@ def _execute(recording: Recording, args: argparse.Namespace) -> tuple[list[Diffe
         healer = ModelHealer(planner, settings, recording.header.task)
     kill_switch = KillSwitch(DEFAULT_KILL_HOTKEY).start()
     executor = SecretTypingExecutor(PyAutoGuiExecutor(should_stop=kill_switch.stop_event.is_set), secrets)
-    print(f"deskpilot replay: stop with {DEFAULT_KILL_HOTKEY} (from any window), Ctrl-C here, "
-          "or throw the mouse into a screen corner", flush=True)
-    replayer = LiveReplayer(recording, screen, executor, healer=healer, threshold=args.threshold,
-                            speed=args.speed, max_wait=args.max_wait, settle=args.settle,
-                            log=lambda line: print(secrets.scrub(line), flush=True))
+    print(
+        f"deskpilot replay: stop with {DEFAULT_KILL_HOTKEY} (from any window), Ctrl-C here, "
+        "or throw the mouse into a screen corner",
+        flush=True,
+    )
+    replayer = LiveReplayer(
+        recording,
+        screen,
+        executor,
+        healer=healer,
+        threshold=args.threshold,
+        speed=args.speed,
+        max_wait=args.max_wait,
+        settle=args.settle,
+        log=lambda line: print(secrets.scrub(line), flush=True),
+    )
     try:
         found = replayer.run()
     except _HealFailed as exc:
@@ -534,8 +614,12 @@ def _heal_settings(recording: Recording, args: argparse.Namespace):
     provider = args.provider or recorded.get("provider") or "siliconflow"
     same = provider == recorded.get("provider")
     return Settings.resolve(
-        provider, base_url=args.base_url or (recorded.get("base_url") if same else None),
-        model=args.model or (recorded.get("model") if same else None), api_key=args.api_key,
-        protocol=args.protocol or recorded.get("protocol"), thinking=recorded.get("thinking"),
-        max_image_tokens=recorded.get("max_image_tokens"), image_encoding=recorded.get("image_encoding"),
+        provider,
+        base_url=args.base_url or (recorded.get("base_url") if same else None),
+        model=args.model or (recorded.get("model") if same else None),
+        api_key=args.api_key,
+        protocol=args.protocol or recorded.get("protocol"),
+        thinking=recorded.get("thinking"),
+        max_image_tokens=recorded.get("max_image_tokens"),
+        image_encoding=recorded.get("image_encoding"),
     )

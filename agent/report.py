@@ -26,8 +26,13 @@ from typing import Any
 from agent.errors import EXIT_DONE
 from agent.trajectory import Recording, Step, load
 
-STATUS_COLOUR = {"done": "#1a7f37", "fail": "#cf222e", "error": "#cf222e", "interrupted": "#9a6700",
-                 "incomplete": "#9a6700"}
+STATUS_COLOUR = {
+    "done": "#1a7f37",
+    "fail": "#cf222e",
+    "error": "#cf222e",
+    "interrupted": "#9a6700",
+    "incomplete": "#9a6700",
+}
 CSS = """
 :root { --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --bg: #f6f8fa; --accent: #0969da; }
 * { box-sizing: border-box; }
@@ -89,16 +94,28 @@ def render(recording: Recording, link_images: bool = False) -> str:
         started = datetime.fromisoformat(h.started_at).strftime("%Y-%m-%d %H:%M:%S %Z")
     except ValueError:
         pass
-    monitor = f"{h.monitor.width}x{h.monitor.height} at ({h.monitor.left}, {h.monitor.top}), " \
-              f"scale {h.monitor.scale:g}" if h.monitor else "unknown"
-    prices = f"{_money(h.prices.input_per_million)} / {_money(h.prices.output_per_million)} per M tokens " \
-             f"({_e(h.prices.source)})" if h.prices else "none"
+    monitor = (
+        f"{h.monitor.width}x{h.monitor.height} at ({h.monitor.left}, {h.monitor.top}), scale {h.monitor.scale:g}"
+        if h.monitor
+        else "unknown"
+    )
+    prices = (
+        f"{_money(h.prices.input_per_million)} / {_money(h.prices.output_per_million)} per M tokens "
+        f"({_e(h.prices.source)})"
+        if h.prices
+        else "none"
+    )
     retries = sum(max(0, len(s.attempts) - 1) for s in recording.steps)
-    stats = [(o.steps, "steps"), (f"{o.duration_s:.1f} s", "time"),
-             (f"{o.prompt_tokens + o.completion_tokens:,}", f"tokens ({o.prompt_tokens:,} in, {o.completion_tokens:,} out)"),
-             (_money(o.cost_usd), "estimated cost"), (retries, "retried replies")]
+    stats = [
+        (o.steps, "steps"),
+        (f"{o.duration_s:.1f} s", "time"),
+        (f"{o.prompt_tokens + o.completion_tokens:,}", f"tokens ({o.prompt_tokens:,} in, {o.completion_tokens:,} out)"),
+        (_money(o.cost_usd), "estimated cost"),
+        (retries, "retried replies"),
+    ]
     parts = [
-        "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>deskpilot: {_e(h.task)}</title><style>{CSS}</style></head><body>",
         "<header>",
@@ -106,13 +123,16 @@ def render(recording: Recording, link_images: bool = False) -> str:
         f'<div class="sub">{_e(o.message)}</div>',
     ]
     if o.answer:
-        parts.append(f'<div>Answer: <b>{_e(o.answer)}</b></div>')
-    parts.append('<ul class="stats">' + "".join(f"<li><b>{_e(v)}</b><span>{_e(k)}</span></li>" for v, k in stats)
-                 + "</ul>")
-    parts.append(f'<div class="sub" style="margin-top:10px">{_e(h.provider)} · {_e(h.model)} · protocol '
-                 f'{_e(h.protocol)} · thinking {"on" if h.thinking else "off"} · {_e(h.mode)} · monitor '
-                 f'{_e(monitor)} · prices {prices} · started {_e(started)} · deskpilot {_e(h.deskpilot_version)}'
-                 f' · schema v{h.schema_version}</div>')
+        parts.append(f"<div>Answer: <b>{_e(o.answer)}</b></div>")
+    parts.append(
+        '<ul class="stats">' + "".join(f"<li><b>{_e(v)}</b><span>{_e(k)}</span></li>" for v, k in stats) + "</ul>"
+    )
+    parts.append(
+        f'<div class="sub" style="margin-top:10px">{_e(h.provider)} · {_e(h.model)} · protocol '
+        f"{_e(h.protocol)} · thinking {'on' if h.thinking else 'off'} · {_e(h.mode)} · monitor "
+        f"{_e(monitor)} · prices {prices} · started {_e(started)} · deskpilot {_e(h.deskpilot_version)}"
+        f" · schema v{h.schema_version}</div>"
+    )
     parts.append("</header><main>")
     for step in recording.steps:
         parts.append(_step(recording, step, link_images))
@@ -140,43 +160,61 @@ def _overlay(step: Step) -> str:
         box = target.box_model
         if len(box) == 4:
             x1, y1, x2, y2 = (box[0] * w / 1000, box[1] * h / 1000, box[2] * w / 1000, box[3] * h / 1000)
-            shapes.append(f'<rect x="{x1:.1f}" y="{y1:.1f}" width="{x2 - x1:.1f}" height="{y2 - y1:.1f}" '
-                          f'fill="rgba(9,105,218,0.12)" stroke="#0969da" stroke-width="{stroke:.1f}" '
-                          f'stroke-dasharray="{stroke * 3:.1f}"/>')
+            shapes.append(
+                f'<rect x="{x1:.1f}" y="{y1:.1f}" width="{x2 - x1:.1f}" height="{y2 - y1:.1f}" '
+                f'fill="rgba(9,105,218,0.12)" stroke="#0969da" stroke-width="{stroke:.1f}" '
+                f'stroke-dasharray="{stroke * 3:.1f}"/>'
+            )
     if len(step.targets) == 2:
         (ax, ay), (bx, by) = step.targets[0].point_image, step.targets[1].point_image
-        shapes.append(f'<line x1="{ax}" y1="{ay}" x2="{bx}" y2="{by}" stroke="#cf222e" '
-                      f'stroke-width="{stroke * 1.5:.1f}" marker-end="url(#arrow-{step.step})"/>')
+        shapes.append(
+            f'<line x1="{ax}" y1="{ay}" x2="{bx}" y2="{by}" stroke="#cf222e" '
+            f'stroke-width="{stroke * 1.5:.1f}" marker-end="url(#arrow-{step.step})"/>'
+        )
     for target in step.targets:
         x, y = target.point_image
         cross = f"M{x - r * 1.7:.1f} {y}H{x + r * 1.7:.1f}M{x} {y - r * 1.7:.1f}V{y + r * 1.7:.1f}"
         for colour, width in (("#fff", stroke * 2.2), ("#cf222e", stroke)):  # a white halo, then red
-            shapes.append(f'<circle cx="{x}" cy="{y}" r="{r:.1f}" fill="none" stroke="{colour}" '
-                          f'stroke-width="{width:.1f}"/><path d="{cross}" stroke="{colour}" '
-                          f'stroke-width="{width:.1f}"/>')
+            shapes.append(
+                f'<circle cx="{x}" cy="{y}" r="{r:.1f}" fill="none" stroke="{colour}" '
+                f'stroke-width="{width:.1f}"/><path d="{cross}" stroke="{colour}" '
+                f'stroke-width="{width:.1f}"/>'
+            )
         shapes.append(f'<circle cx="{x}" cy="{y}" r="{stroke:.1f}" fill="#cf222e"/>')
     if kind == "scroll" and step.targets:
         x, y = step.targets[0].point_image
         down = (step.action or {}).get("direction") == "down"
         tip = y + r * 4 if down else y - r * 4
-        shapes.append(f'<line x1="{x}" y1="{y}" x2="{x}" y2="{tip:.1f}" stroke="#cf222e" '
-                      f'stroke-width="{stroke * 1.5:.1f}" marker-end="url(#arrow-{step.step})"/>')
+        shapes.append(
+            f'<line x1="{x}" y1="{y}" x2="{x}" y2="{tip:.1f}" stroke="#cf222e" '
+            f'stroke-width="{stroke * 1.5:.1f}" marker-end="url(#arrow-{step.step})"/>'
+        )
     if not shapes:
         return ""
-    marker = (f'<defs><marker id="arrow-{step.step}" viewBox="0 0 10 10" refX="8" refY="5" markerWidth="5" '
-              f'markerHeight="5" orient="auto-start-reverse"><path d="M0 0L10 5L0 10z" fill="#cf222e"/></marker></defs>')
-    return (f'<svg class="overlay" viewBox="0 0 {w} {h}" preserveAspectRatio="none" xmlns="http://www.w3.org/2000/svg" '
-            f'aria-hidden="true">{marker}{"".join(shapes)}</svg>')
+    marker = (
+        f'<defs><marker id="arrow-{step.step}" viewBox="0 0 10 10" refX="8" refY="5" markerWidth="5" '
+        f'markerHeight="5" orient="auto-start-reverse"><path d="M0 0L10 5L0 10z" fill="#cf222e"/></marker></defs>'
+    )
+    return (
+        f'<svg class="overlay" viewBox="0 0 {w} {h}" preserveAspectRatio="none" xmlns="http://www.w3.org/2000/svg" '
+        f'aria-hidden="true">{marker}{"".join(shapes)}</svg>'
+    )
 
 
 def _step(recording: Recording, step: Step, link_images: bool) -> str:
     kind = (step.action or {}).get("kind", "no action")
     t = step.timings
-    where = "".join(f"<tr><td>target</td><td><code>{_e(tg.box_model)}</code> ‰ → image "
-                    f"<code>({tg.point_image[0]}, {tg.point_image[1]})</code> → screen "
-                    f"<code>({tg.point_screen[0]}, {tg.point_screen[1]})</code></td></tr>" for tg in step.targets)
-    sent = f"{step.sent.width}x{step.sent.height} {_e(step.sent.encoding)}, {step.sent.tokens:,} image tokens" \
-        if step.sent else "-"
+    where = "".join(
+        f"<tr><td>target</td><td><code>{_e(tg.box_model)}</code> ‰ → image "
+        f"<code>({tg.point_image[0]}, {tg.point_image[1]})</code> → screen "
+        f"<code>({tg.point_screen[0]}, {tg.point_screen[1]})</code></td></tr>"
+        for tg in step.targets
+    )
+    sent = (
+        f"{step.sent.width}x{step.sent.height} {_e(step.sent.encoding)}, {step.sent.tokens:,} image tokens"
+        if step.sent
+        else "-"
+    )
     rows = [
         where,
         f"<tr><td>timings</td><td>capture {t.capture_s:.2f} s · model {t.model_s:.2f} s · execute "
@@ -196,26 +234,37 @@ def _step(recording: Recording, step: Step, link_images: bool) -> str:
         body.append(f'<p class="err">{_e(step.error)}</p>')
     body.append("<table>" + "".join(rows) + "</table>")
     if step.memory:
-        body.append(f"<details><summary>memory ({len(step.memory)})</summary><pre>"
-                    f"{_e(json.dumps(step.memory, ensure_ascii=False, indent=1))}</pre></details>")
+        body.append(
+            f"<details><summary>memory ({len(step.memory)})</summary><pre>"
+            f"{_e(json.dumps(step.memory, ensure_ascii=False, indent=1))}</pre></details>"
+        )
     for number, attempt in enumerate(step.attempts, start=1):
         status = f'<span class="err">rejected: {_e(attempt.error_type)}</span>' if attempt.error else "accepted"
         retried = f", {len(attempt.transport_retries)} HTTP retries" if attempt.transport_retries else ""
         raw = attempt.raw
         shown = {k: raw[k] for k in ("content", "reasoning", "tool_calls", "finish_reason") if raw.get(k)}
-        body.append(f"<details{' open' if attempt.error else ''}><summary>reply {number}: {status} "
-                    f"({attempt.latency_s:.2f} s{retried})</summary>"
-                    + (f'<p class="err">{_e(attempt.error)}</p>' if attempt.error else "")
-                    + "".join(f"<p class=\"sub\">{_e(n)}</p>" for n in attempt.transport_retries)
-                    + f"<pre>{_e(json.dumps(shown, ensure_ascii=False, indent=1))}</pre></details>")
+        body.append(
+            f"<details{' open' if attempt.error else ''}><summary>reply {number}: {status} "
+            f"({attempt.latency_s:.2f} s{retried})</summary>"
+            + (f'<p class="err">{_e(attempt.error)}</p>' if attempt.error else "")
+            + "".join(f'<p class="sub">{_e(n)}</p>' for n in attempt.transport_retries)
+            + f"<pre>{_e(json.dumps(shown, ensure_ascii=False, indent=1))}</pre></details>"
+        )
     alt = f"step {step.step} screenshot"
-    figure = (f'<figure class="shot"><img src="{_image_src(recording, step, link_images)}" alt="{_e(alt)}" '
-              f'width="{step.geometry.width}" height="{step.geometry.height}">{_overlay(step)}</figure>')
+    figure = (
+        f'<figure class="shot"><img src="{_image_src(recording, step, link_images)}" alt="{_e(alt)}" '
+        f'width="{step.geometry.width}" height="{step.geometry.height}">{_overlay(step)}</figure>'
+    )
     if step.targets:
-        figure = (f'<div>{figure}<div class="legend"><i style="background:#cf222e"></i>where it acted'
-                  + ('<i style="background:#0969da"></i>the model\'s box' if any(len(tg.box_model) == 4
-                                                                              for tg in step.targets) else "")
-                  + f" · screenshot {step.geometry.width}x{step.geometry.height}</div></div>")
+        figure = (
+            f'<div>{figure}<div class="legend"><i style="background:#cf222e"></i>where it acted'
+            + (
+                '<i style="background:#0969da"></i>the model\'s box'
+                if any(len(tg.box_model) == 4 for tg in step.targets)
+                else ""
+            )
+            + f" · screenshot {step.geometry.width}x{step.geometry.height}</div></div>"
+        )
     return f'<section class="step" id="step-{step.step}">{figure}<div>{"".join(body)}</div></section>'
 
 
@@ -227,11 +276,17 @@ def write_report(path: str | Path, link_images: bool = False) -> Path:
 
 
 def register(commands: Any) -> None:
-    p = commands.add_parser("view", help="write report.html into a recording: screenshots, clicks, thoughts, costs",
-                            description="Write a self-contained report.html into the recording folder.")
+    p = commands.add_parser(
+        "view",
+        help="write report.html into a recording: screenshots, clicks, thoughts, costs",
+        description="Write a self-contained report.html into the recording folder.",
+    )
     p.add_argument("recording", help="a recording folder")
-    p.add_argument("--link-images", action="store_true",
-                   help="refer to the screenshots in screens/ instead of embedding them (smaller page)")
+    p.add_argument(
+        "--link-images",
+        action="store_true",
+        help="refer to the screenshots in screens/ instead of embedding them (smaller page)",
+    )
     p.set_defaults(func=cmd_view)
 
 

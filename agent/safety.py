@@ -20,8 +20,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, TextIO
+from typing import Any, TextIO
 
 from actions.executor import Executor, PointScreen
 from actions.schema import Action, Type
@@ -29,8 +30,16 @@ from agent.errors import DisplayError, ModelError, UsageError
 from agent.parsing import parse_reply
 
 DEFAULT_KILL_HOTKEY = "esc*3"
-DEFAULT_ALWAYS_CONFIRM = ("ctrl+alt+delete", "ctrl+alt+backspace", "alt+f4", "super+l", "ctrl+alt+l",
-                          "ctrl+w", "ctrl+q", "shift+delete")
+DEFAULT_ALWAYS_CONFIRM = (
+    "ctrl+alt+delete",
+    "ctrl+alt+backspace",
+    "alt+f4",
+    "super+l",
+    "ctrl+alt+l",
+    "ctrl+w",
+    "ctrl+q",
+    "shift+delete",
+)
 _SECRET = re.compile(r"\{\{\s*secret:([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
@@ -94,16 +103,29 @@ class Decision:
 
 
 def _combo(keys: str) -> frozenset[str]:
-    aliases = {"control": "ctrl", "win": "super", "cmd": "super", "command": "super", "meta": "super",
-               "del": "delete", "return": "enter", "escape": "esc"}
+    aliases = {
+        "control": "ctrl",
+        "win": "super",
+        "cmd": "super",
+        "command": "super",
+        "meta": "super",
+        "del": "delete",
+        "return": "enter",
+        "escape": "esc",
+    }
     return frozenset(aliases.get(k.strip().lower(), k.strip().lower()) for k in keys.split("+") if k.strip())
 
 
 class Approver:
     """Asks the person at the terminal before an action runs."""
 
-    def __init__(self, confirm_all: bool, always: Iterable[str] = DEFAULT_ALWAYS_CONFIRM,
-                 stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        confirm_all: bool,
+        always: Iterable[str] = DEFAULT_ALWAYS_CONFIRM,
+        stdin: TextIO | None = None,
+        stdout: TextIO | None = None,
+    ) -> None:
         self.confirm_all = confirm_all
         self.always = {_combo(k) for k in always}
         self.stdin = stdin or sys.stdin
@@ -240,4 +262,3 @@ class KillSwitch:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
-

@@ -118,8 +118,9 @@ def encode_image(image: Image.Image, size: tuple[int, int], encoding: str = "png
     return SentImage(url, size, encoding, len(raw), image_tokens(size))
 
 
-def prepare_for_model(shot: Screenshot, max_tokens: int = DEFAULT_IMAGE_TOKENS,
-                      encoding: str = "png", half: bool = False) -> SentImage:
+def prepare_for_model(
+    shot: Screenshot, max_tokens: int = DEFAULT_IMAGE_TOKENS, encoding: str = "png", half: bool = False
+) -> SentImage:
     """The screenshot as the model will see it: within the token budget, encoded.
 
     ``half`` gives the half-size version used for history screenshots.
@@ -153,8 +154,7 @@ class ImageScreen:
     pretend the images come from a monitor anywhere in the virtual desktop.
     """
 
-    def __init__(self, path: str | os.PathLike[str], origin: tuple[int, int] = (0, 0),
-                 scale: float = 1.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], origin: tuple[int, int] = (0, 0), scale: float = 1.0) -> None:
         root = Path(path)
         if root.is_dir():
             files = sorted(p for p in root.iterdir() if p.suffix.lower() == ".png")
@@ -197,8 +197,10 @@ def check_display() -> None:
 def display_warning() -> str | None:
     """A caution worth printing before a live run, or None."""
     if os.environ.get("XDG_SESSION_TYPE") == "wayland" and os.environ.get("DISPLAY"):
-        return ("this is a Wayland session: through XWayland deskpilot sees and controls only X11 "
-                "windows, and native Wayland windows may show up black. An X11 session works fully")
+        return (
+            "this is a Wayland session: through XWayland deskpilot sees and controls only X11 "
+            "windows, and native Wayland windows may show up black. An X11 session works fully"
+        )
     return None
 
 

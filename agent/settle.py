@@ -27,8 +27,9 @@ instance and monitor region; any other screen is probed through ``capture()``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from PIL import Image, ImageChops
 
@@ -62,7 +63,7 @@ def changed_fraction(before: Image.Image, after: Image.Image, pixel_threshold: i
     if before.size != after.size:
         return 1.0
     histogram = ImageChops.difference(before, after).histogram()
-    return sum(histogram[pixel_threshold + 1:]) / (before.width * before.height)
+    return sum(histogram[pixel_threshold + 1 :]) / (before.width * before.height)
 
 
 class AdaptiveSettle:
@@ -72,9 +73,14 @@ class AdaptiveSettle:
     replaced in tests.
     """
 
-    def __init__(self, probe: Callable[[], Image.Image], config: SettleConfig | None = None, *,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Any] = time.sleep) -> None:
+    def __init__(
+        self,
+        probe: Callable[[], Image.Image],
+        config: SettleConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] = time.sleep,
+    ) -> None:
         self.probe = probe
         self.config = config or SettleConfig()
         self._clock = clock
@@ -87,12 +93,15 @@ class AdaptiveSettle:
         instance and region (no full Screenshot built); anything else through capture()."""
         grabber, region = getattr(screen, "_mss", None), getattr(screen, "region", None)
         if grabber is not None and region is not None:
+
             def probe() -> Image.Image:
                 raw = grabber.grab(region)
                 return thumbnail(Image.frombytes("RGB", raw.size, raw.raw, "raw", "BGRX"))
         else:
+
             def probe() -> Image.Image:
                 return thumbnail(screen.capture().image)
+
         return cls(probe, config)
 
     def __call__(self) -> float:

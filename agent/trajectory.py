@@ -47,10 +47,11 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
@@ -94,8 +95,10 @@ class SentInfo(BaseModel):
 class Attempt(BaseModel):
     """One request to the model within a step, and what came of it."""
 
-    raw: dict[str, Any] = Field(description="the reply verbatim: content, reasoning, tool_calls, "
-                                            "finish_reason, prompt_tokens, completion_tokens, model")
+    raw: dict[str, Any] = Field(
+        description="the reply verbatim: content, reasoning, tool_calls, "
+        "finish_reason, prompt_tokens, completion_tokens, model"
+    )
     error: str | None = Field(None, description="why the reply was rejected (shown back to the model)")
     error_type: str | None = None
     latency_s: float = 0.0
@@ -145,10 +148,12 @@ class Step(BaseModel):
     cost_usd: float = 0.0
     error: str | None = None
     decision: Literal["skip", "edit", "quit"] | None = Field(
-        None, description="what the user decided at the approval prompt (None: approved, or not asked)")
+        None, description="what the user decided at the approval prompt (None: approved, or not asked)"
+    )
     note: str = Field("", description='the same in words, e.g. "skipped by the user"')
     proposed_action: dict[str, Any] | None = Field(
-        None, description="the model's own action when the user edited it at the approval prompt")
+        None, description="the model's own action when the user edited it at the approval prompt"
+    )
 
 
 class Prices(BaseModel):
@@ -216,14 +221,24 @@ def make_header(task: str, settings: dict[str, Any] | None, mode: str = "run") -
     public = {k: v for k, v in (settings or {}).items() if k.lower() not in _SECRET_KEYS}
     prices = None
     if "price_in" in public or "price_out" in public:
-        prices = Prices(input_per_million=public.get("price_in") or 0.0,
-                        output_per_million=public.get("price_out") or 0.0,
-                        source=_price_source(public))
-    return Header(task=task, started_at=datetime.now(timezone.utc).isoformat(), mode=mode,
-                  provider=public.get("provider", ""), model=public.get("model", ""),
-                  protocol=public.get("protocol", ""), thinking=bool(public.get("thinking")),
-                  max_image_tokens=public.get("max_image_tokens"), monitor_index=public.get("monitor"),
-                  prices=prices, settings=public)
+        prices = Prices(
+            input_per_million=public.get("price_in") or 0.0,
+            output_per_million=public.get("price_out") or 0.0,
+            source=_price_source(public),
+        )
+    return Header(
+        task=task,
+        started_at=datetime.now(timezone.utc).isoformat(),
+        mode=mode,
+        provider=public.get("provider", ""),
+        model=public.get("model", ""),
+        protocol=public.get("protocol", ""),
+        thinking=bool(public.get("thinking")),
+        max_image_tokens=public.get("max_image_tokens"),
+        monitor_index=public.get("monitor"),
+        prices=prices,
+        settings=public,
+    )
 
 
 def _price_source(public: dict[str, Any]) -> str:
@@ -238,9 +253,15 @@ def _price_source(public: dict[str, Any]) -> str:
 class JsonlRecorder:
     """Writes one recording folder, flushing each step as it ends."""
 
-    def __init__(self, root: str | os.PathLike[str], task: str, settings: dict[str, Any] | None = None,
-                 mode: str = "run", name: str | None = None,
-                 scrub: Callable[[str], str] | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        task: str,
+        settings: dict[str, Any] | None = None,
+        mode: str = "run",
+        name: str | None = None,
+        scrub: Callable[[str], str] | None = None,
+    ) -> None:
         """``scrub`` is applied to every line and file of JSON written (secret values out)."""
         root = Path(root)
         self._scrub = scrub or (lambda text: text)
@@ -352,10 +373,14 @@ def load(path: str | os.PathLike[str], check_screens: bool = True) -> Recording:
         message = "the run ended before writing its outcome (killed or crashed)"
         if cut_off is not None:
             message += f"; the step being written ({steps_path.name} line {cut_off}) was cut off and dropped"
-        outcome = Outcome(status="incomplete", message=message, steps=len(steps),
-                          prompt_tokens=sum(s.prompt_tokens for s in steps),
-                          completion_tokens=sum(s.completion_tokens for s in steps),
-                          cost_usd=round(sum(s.cost_usd for s in steps), 8))
+        outcome = Outcome(
+            status="incomplete",
+            message=message,
+            steps=len(steps),
+            prompt_tokens=sum(s.prompt_tokens for s in steps),
+            completion_tokens=sum(s.completion_tokens for s in steps),
+            cost_usd=round(sum(s.cost_usd for s in steps), 8),
+        )
     recording = Recording(path=root, header=header, steps=steps, outcome=outcome)
     if check_screens:
         for step in steps:

@@ -14,8 +14,8 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 
 def have_xvfb() -> bool:
@@ -24,14 +24,16 @@ def have_xvfb() -> bool:
 
 
 @contextmanager
-def xvfb_display(width: int = 1280, height: int = 800, *, window_manager: bool = True,
-                 timeout: float = 10.0) -> Iterator[str]:
+def xvfb_display(
+    width: int = 1280, height: int = 800, *, window_manager: bool = True, timeout: float = 10.0
+) -> Iterator[str]:
     """Run a private Xvfb of ``width`` x ``height`` (and openbox); DISPLAY points at it inside."""
     read_fd, write_fd = os.pipe()
     xvfb = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{width}x{height}x24",
-         "-nolisten", "tcp"],
-        pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp"],
+        pass_fds=(write_fd,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     os.close(write_fd)
     wm = None
@@ -41,8 +43,7 @@ def xvfb_display(width: int = 1280, height: int = 800, *, window_manager: bool =
         os.environ["DISPLAY"] = name
         _wait_for_server(name, timeout)
         if window_manager and shutil.which("openbox"):
-            wm = subprocess.Popen(["openbox", "--sm-disable"], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+            wm = subprocess.Popen(["openbox", "--sm-disable"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             _wait_for_wm(name, timeout)
         yield name
     finally:

@@ -33,9 +33,23 @@ def one_run(workdir: Path) -> tuple[float, int, int]:
     """(latency in ms, characters typed, exit code) of one interrupted run."""
     with TargetApp(workdir / "events.jsonl") as app, FakeModelServer(FormBrain(TEXT)) as server:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "type a long text", "--provider", "vllm",
-             "--base-url", server.base_url, "--recordings", str(workdir / "rec")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env(DISPLAY=os.environ["DISPLAY"]))
+            [
+                sys.executable,
+                "-m",
+                "agent",
+                "run",
+                "type a long text",
+                "--provider",
+                "vllm",
+                "--base-url",
+                server.base_url,
+                "--recordings",
+                str(workdir / "rec"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=cli_env(DISPLAY=os.environ["DISPLAY"]),
+        )
         app.wait_for(lambda events: any(e["event"] == "entry" and len(e["text"]) >= 30 for e in events), 60)
         subprocess.run(["xdotool", "key", "--delay", "50", "Escape", "Escape", "Escape"], check=True)
         code = proc.wait(timeout=30)
@@ -57,10 +71,14 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 latency, typed, code = one_run(Path(tmp))
             latencies.append(latency)
-            print(f"run {i + 1}: exit {code}, {typed} of {len(TEXT)} characters typed, "
-                  f"last input {latency:+.0f} ms after the hotkey (negative: nothing arrived after it)")
-    print(f"kill hotkey -> last input event: median {statistics.median(latencies):.0f} ms, "
-          f"max {max(latencies):.0f} ms (target < 200 ms)")
+            print(
+                f"run {i + 1}: exit {code}, {typed} of {len(TEXT)} characters typed, "
+                f"last input {latency:+.0f} ms after the hotkey (negative: nothing arrived after it)"
+            )
+    print(
+        f"kill hotkey -> last input event: median {statistics.median(latencies):.0f} ms, "
+        f"max {max(latencies):.0f} ms (target < 200 ms)"
+    )
 
 
 if __name__ == "__main__":

@@ -14,8 +14,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-KEY_VARIABLES = ("DESKPILOT_API_KEY", "SILICONFLOW_API_KEY", "ZAI_API_KEY", "BIGMODEL_API_KEY",
-                 "OPENROUTER_API_KEY", "OPENAI_API_KEY")
+KEY_VARIABLES = (
+    "DESKPILOT_API_KEY",
+    "SILICONFLOW_API_KEY",
+    "ZAI_API_KEY",
+    "BIGMODEL_API_KEY",
+    "OPENROUTER_API_KEY",
+    "OPENAI_API_KEY",
+)
 _real_connect = socket.socket.connect
 
 

@@ -68,8 +68,12 @@ class FormBrain:
 def reply(call: tuple[str, dict[str, Any]], tools: bool) -> Any:
     name, args = call
     if tools:
-        return {"content": f"Next: {name}.", "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}]}
+        return {
+            "content": f"Next: {name}.",
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+            ],
+        }
     text_call = action_to_call(build_action(name, args))
     return f"\nNext: {name}.\n<|begin_of_box|>{text_call}<|end_of_box|>\nMemory: []"
 
@@ -82,12 +86,21 @@ def fault(name: str) -> Any:
         "429": FakeHTTP(429, {"error": {"message": "rate limited"}}, {"Retry-After": "1"}),
         "500": FakeHTTP(500, {"error": {"message": "internal error"}}),
         "hang": FakeHTTP(200, {"choices": []}, delay_s=3.0),  # longer than the client's --timeout
-        "truncated_json": {"content": "", "tool_calls": [{"id": "t", "type": "function", "function": {
-            "name": "type", "arguments": '{"content": "Crème br'}}]},
+        "truncated_json": {
+            "content": "",
+            "tool_calls": [
+                {"id": "t", "type": "function", "function": {"name": "type", "arguments": '{"content": "Crème br'}}
+            ],
+        },
         "no_action": "I can see the form. Let me think about what to do next.",
-        "starved": {"choices": [{"message": {"role": "assistant", "content": "",
-                                             "reasoning_content": "Let me look again. " * 300},
-                                 "finish_reason": "length"}]},
+        "starved": {
+            "choices": [
+                {
+                    "message": {"role": "assistant", "content": "", "reasoning_content": "Let me look again. " * 300},
+                    "finish_reason": "length",
+                }
+            ]
+        },
     }
     return faults[name]
 

@@ -28,8 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from agent.xvfb import have_xvfb, xvfb_display  # noqa: F401  (the live tests import them from here)
 
@@ -43,8 +44,9 @@ class TargetApp:
     event (window and widget rectangles in screen pixels).
     """
 
-    def __init__(self, events_file: str | Path | None = None, geometry: str | None = None,
-                 timeout: float = 15.0) -> None:
+    def __init__(
+        self, events_file: str | Path | None = None, geometry: str | None = None, timeout: float = 15.0
+    ) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="deskpilot-target-")
         self.events_file = Path(events_file or Path(self._dir.name) / "events.jsonl")
         self.events_file.write_text("")
@@ -60,7 +62,7 @@ class TargetApp:
             raise
         self.ready: dict[str, Any] = next(e for e in events if e["event"] == "ready")
 
-    def __enter__(self) -> "TargetApp":
+    def __enter__(self) -> TargetApp:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -75,8 +77,9 @@ class TargetApp:
         """The number of events so far: pass it as ``since`` to look only at newer ones."""
         return len(self.events())
 
-    def wait_for(self, predicate: Callable[[list[dict[str, Any]]], Any], timeout: float = 5.0,
-                 since: int = 0) -> list[dict[str, Any]]:
+    def wait_for(
+        self, predicate: Callable[[list[dict[str, Any]]], Any], timeout: float = 5.0, since: int = 0
+    ) -> list[dict[str, Any]]:
         """Poll until ``predicate(events[since:])`` is true and return those events.
 
         Raises TimeoutError (showing the last events) or RuntimeError if the app died.

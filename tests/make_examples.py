@@ -53,10 +53,26 @@ def run_cli(brain: Any, args: list[str], env: dict[str, str] | None = None) -> P
     out = Path(tempfile.mkdtemp(prefix="deskpilot-example-"))
     with FakeModelServer(brain) as server:
         proc = subprocess.run(
-            [sys.executable, "-m", "agent", "run", TASK, "--provider", "vllm", "--base-url", server.base_url,
-             "--recordings", str(out), *args],
-            capture_output=True, text=True, timeout=120, cwd=ROOT,
-            env=env if env is not None else _env())
+            [
+                sys.executable,
+                "-m",
+                "agent",
+                "run",
+                TASK,
+                "--provider",
+                "vllm",
+                "--base-url",
+                server.base_url,
+                "--recordings",
+                str(out),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+            env=env if env is not None else _env(),
+        )
     print(proc.stdout, end="")
     if proc.returncode != 0:
         raise SystemExit(f"deskpilot run failed ({proc.returncode}):\n{proc.stderr}")
@@ -67,8 +83,14 @@ def run_cli(brain: Any, args: list[str], env: dict[str, str] | None = None) -> P
 def _env() -> dict[str, str]:
     import os
 
-    keys = ("DESKPILOT_API_KEY", "SILICONFLOW_API_KEY", "ZAI_API_KEY", "BIGMODEL_API_KEY",
-            "OPENROUTER_API_KEY", "OPENAI_API_KEY")
+    keys = (
+        "DESKPILOT_API_KEY",
+        "SILICONFLOW_API_KEY",
+        "ZAI_API_KEY",
+        "BIGMODEL_API_KEY",
+        "OPENROUTER_API_KEY",
+        "OPENAI_API_KEY",
+    )
     env = {k: v for k, v in os.environ.items() if k not in keys}
     env["PYTHONPATH"] = str(ROOT)
     return env
@@ -94,8 +116,9 @@ def publish(folder: Path, name: str) -> Path:
 
 def dry_run_examples() -> None:
     for protocol in ("text", "tools"):
-        folder = run_cli(HesitantFormBrain("report.txt"),
-                         ["--screens", str(SCREENS), "--protocol", protocol, "--max-steps", "8"])
+        folder = run_cli(
+            HesitantFormBrain("report.txt"), ["--screens", str(SCREENS), "--protocol", protocol, "--max-steps", "8"]
+        )
         publish(folder, f"form-dry-run-{protocol}")
 
 
@@ -108,8 +131,11 @@ def live_example() -> None:
     if not have_xvfb():
         raise SystemExit("the live example needs Xvfb (and openbox, Tk)")
     with xvfb_display(960, 640), TargetApp(geometry="720x520+120+60") as app:
-        folder = run_cli(FormBrain("report.txt"), ["--protocol", "tools", "--max-steps", "8"],
-                         env={**_env(), "DISPLAY": os.environ["DISPLAY"]})
+        folder = run_cli(
+            FormBrain("report.txt"),
+            ["--protocol", "tools", "--max-steps", "8"],
+            env={**_env(), "DISPLAY": os.environ["DISPLAY"]},
+        )
         app.wait_for(lambda events: any(e.get("widget") == "ok" for e in events), 5)
         typed = [e["text"] for e in app.events() if e["event"] == "entry"]
         if not typed or typed[-1] != "report.txt":

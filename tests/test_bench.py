@@ -16,11 +16,19 @@ from agent.geometry import MonitorGeometry, image_tokens
 from agent.screen import Screenshot, encode_image, parse_encoding, prepare_for_model
 
 ROW_IDS = [
-    "perception_ms/1280x800", "perception_ms/1920x1080", "perception_ms/2560x1440",
+    "perception_ms/1280x800",
+    "perception_ms/1920x1080",
+    "perception_ms/2560x1440",
     "settle_ms/static",
-    "tokens/1280x800/h0", "tokens/1280x800/h4", "tokens/1920x1080/h0", "tokens/1920x1080/h4",
-    "tokens/2560x1440/h0", "tokens/2560x1440/h4",
-    "replay_check_steps_per_s", "memory_peak_mb", "memory_growth_mb",
+    "tokens/1280x800/h0",
+    "tokens/1280x800/h4",
+    "tokens/1920x1080/h0",
+    "tokens/1920x1080/h4",
+    "tokens/2560x1440/h0",
+    "tokens/2560x1440/h4",
+    "replay_check_steps_per_s",
+    "memory_peak_mb",
+    "memory_growth_mb",
     "whole_step_ms",
 ]
 
@@ -43,8 +51,15 @@ def test_bench_smoke_writes_every_row(tmp_path, capsys):
     assert h4["ours"] - h0["ours"] >= 4 * 646 and h4["baseline"] - h0["baseline"] >= 4 * 2691
     assert rows["tokens/1920x1080/h4"]["target"] and rows["perception_ms/1920x1080"]["target"]
     printed = capsys.readouterr().out
-    for metric in ("perception per step", "settle after a click", "input tokens per step", "replay check",
-                   "resident memory", "whole step", "profile 1920x1080"):
+    for metric in (
+        "perception per step",
+        "settle after a click",
+        "input tokens per step",
+        "replay check",
+        "resident memory",
+        "whole step",
+        "profile 1920x1080",
+    ):
         assert metric in printed
 
 
@@ -60,8 +75,9 @@ def shot(size) -> Screenshot:
     return Screenshot(Image.new("RGB", size, "white"), MonitorGeometry(0, 0, *size), 0.0)
 
 
-@pytest.mark.parametrize("text,parsed", [("png", ("png", 1)), ("png:6", ("png", 6)), ("jpeg", ("jpeg", 90)),
-                                         ("jpeg:75", ("jpeg", 75))])
+@pytest.mark.parametrize(
+    "text,parsed", [("png", ("png", 1)), ("png:6", ("png", 6)), ("jpeg", ("jpeg", 90)), ("jpeg:75", ("jpeg", 75))]
+)
 def test_encodings(text, parsed):
     assert parse_encoding(text) == parsed
 

@@ -19,17 +19,30 @@ SCREENS = Path(__file__).parent / "screens" / "dialog"
 
 
 def deskpilot(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True,
-                          env=cli_env(**env), timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args], capture_output=True, text=True, env=cli_env(**env), timeout=60
+    )
 
 
 @pytest.mark.parametrize("protocol", ["tools", "text"])
 def test_dry_run_against_a_fake_server(tmp_path, protocol):
     brain = FormBrain("report.txt")
     with FakeModelServer(brain) as server:
-        proc = deskpilot("run", "name the file report.txt and press OK", "--provider", "vllm",
-                         "--base-url", server.base_url, "--protocol", protocol, "--dry-run",
-                         "--screens", str(SCREENS), "--recordings", str(tmp_path))
+        proc = deskpilot(
+            "run",
+            "name the file report.txt and press OK",
+            "--provider",
+            "vllm",
+            "--base-url",
+            server.base_url,
+            "--protocol",
+            protocol,
+            "--dry-run",
+            "--screens",
+            str(SCREENS),
+            "--recordings",
+            str(tmp_path),
+        )
     assert proc.returncode == 0, proc.stderr
     would = [line for line in proc.stdout.splitlines() if line.startswith("dry-run: would")]
     assert would == [
@@ -70,22 +83,45 @@ def test_no_display_says_what_to_do(tmp_path):
 def test_unreachable_endpoint_exits_3(tmp_path):
     with FakeModelServer(lambda body: "DONE()") as server:
         url = server.base_url
-    proc = deskpilot("run", "x", "--provider", "vllm", "--base-url", url, "--screens", str(SCREENS),
-                     "--recordings", str(tmp_path), "--retries", "1")
+    proc = deskpilot(
+        "run",
+        "x",
+        "--provider",
+        "vllm",
+        "--base-url",
+        url,
+        "--screens",
+        str(SCREENS),
+        "--recordings",
+        str(tmp_path),
+        "--retries",
+        "1",
+    )
     assert proc.returncode == 3 and "failed" in proc.stderr and "Traceback" not in proc.stderr
     (folder,) = tmp_path.iterdir()
     assert json.loads((folder / "outcome.json").read_text())["status"] == "error"
 
 
 def test_bad_base_url_is_a_usage_error(tmp_path):
-    proc = deskpilot("run", "x", "--provider", "vllm", "--base-url", "localhost:8000", "--screens", str(SCREENS),
-                     "--recordings", str(tmp_path))
+    proc = deskpilot(
+        "run",
+        "x",
+        "--provider",
+        "vllm",
+        "--base-url",
+        "localhost:8000",
+        "--screens",
+        str(SCREENS),
+        "--recordings",
+        str(tmp_path),
+    )
     assert proc.returncode == 2 and "must start with http://" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_wayland_without_x_is_explained(tmp_path):
-    proc = deskpilot("run", "x", "--provider", "vllm", "--recordings", str(tmp_path), DISPLAY="",
-                     WAYLAND_DISPLAY="wayland-0")
+    proc = deskpilot(
+        "run", "x", "--provider", "vllm", "--recordings", str(tmp_path), DISPLAY="", WAYLAND_DISPLAY="wayland-0"
+    )
     assert proc.returncode == 2 and "Wayland" in proc.stderr and "--dry-run --screens" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -103,25 +139,50 @@ def test_missing_screens_path(tmp_path):
 
 
 def test_missing_secret_variable(tmp_path):
-    proc = deskpilot("run", "type {{secret:PIN}}", "--provider", "vllm", "--screens", str(SCREENS),
-                     "--recordings", str(tmp_path))
+    proc = deskpilot(
+        "run", "type {{secret:PIN}}", "--provider", "vllm", "--screens", str(SCREENS), "--recordings", str(tmp_path)
+    )
     assert proc.returncode == 2 and "DESKPILOT_SECRET_PIN" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_bad_image_encoding_is_a_usage_error(tmp_path):
-    proc = deskpilot("run", "x", "--provider", "vllm", "--screens", str(SCREENS), "--image-encoding", "webp",
-                     "--recordings", str(tmp_path))
+    proc = deskpilot(
+        "run",
+        "x",
+        "--provider",
+        "vllm",
+        "--screens",
+        str(SCREENS),
+        "--image-encoding",
+        "webp",
+        "--recordings",
+        str(tmp_path),
+    )
     assert proc.returncode == 2 and "png[:LEVEL] or jpeg[:QUALITY]" in proc.stderr and not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("flags,status,message", [
-    (["--price-in", "100", "--max-cost", "0.15"], "max_cost", "cost budget ($0.15) was reached"),
-    (["--max-steps", "2"], "max_steps", "step budget (2) ran out"),
-])
+@pytest.mark.parametrize(
+    "flags,status,message",
+    [
+        (["--price-in", "100", "--max-cost", "0.15"], "max_cost", "cost budget ($0.15) was reached"),
+        (["--max-steps", "2"], "max_steps", "step budget (2) ran out"),
+    ],
+)
 def test_budgets_end_the_run_cleanly_and_say_which(tmp_path, flags, status, message):
     with FakeModelServer(FormBrain("report.txt")) as server:  # the fake reports 1,000 prompt tokens a request
-        proc = deskpilot("run", "fill the form", "--provider", "vllm", "--base-url", server.base_url,
-                         "--screens", str(SCREENS), "--recordings", str(tmp_path), *flags)
+        proc = deskpilot(
+            "run",
+            "fill the form",
+            "--provider",
+            "vllm",
+            "--base-url",
+            server.base_url,
+            "--screens",
+            str(SCREENS),
+            "--recordings",
+            str(tmp_path),
+            *flags,
+        )
     assert proc.returncode == 1 and message in proc.stdout, proc.stdout + proc.stderr
     rec = load(next(tmp_path.iterdir()))
     assert rec.outcome.status == status and len(rec.steps) == 2
@@ -130,12 +191,26 @@ def test_budgets_end_the_run_cleanly_and_say_which(tmp_path, flags, status, mess
 
 
 def test_a_question_ends_with_the_answer_printed_and_recorded(tmp_path):
-    replies = iter(["The original price is $80.00 and the sale price $60.00.\nMemory: [\"80\", \"60\"]\n"
-                    "hover(start_box='[500,500]', element_info='price tag')",
-                    "DONE(answer='25% off: $80.00 -> $60.00')"])
+    replies = iter(
+        [
+            'The original price is $80.00 and the sale price $60.00.\nMemory: ["80", "60"]\n'
+            "hover(start_box='[500,500]', element_info='price tag')",
+            "DONE(answer='25% off: $80.00 -> $60.00')",
+        ]
+    )
     with FakeModelServer(lambda body: next(replies)) as server:
-        proc = deskpilot("run", "what is the discount rate?", "--provider", "vllm", "--base-url", server.base_url,
-                         "--screens", str(SCREENS), "--recordings", str(tmp_path))
+        proc = deskpilot(
+            "run",
+            "what is the discount rate?",
+            "--provider",
+            "vllm",
+            "--base-url",
+            server.base_url,
+            "--screens",
+            str(SCREENS),
+            "--recordings",
+            str(tmp_path),
+        )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("answer: 25% off: $80.00 -> $60.00")
     assert load(next(tmp_path.iterdir())).outcome.answer == "25% off: $80.00 -> $60.00"
@@ -147,19 +222,49 @@ def test_time_budget(tmp_path):
         return "WAIT()"
 
     with FakeModelServer(slow) as server:
-        proc = deskpilot("run", "x", "--provider", "vllm", "--base-url", server.base_url, "--screens", str(SCREENS),
-                         "--recordings", str(tmp_path), "--max-time", "0.6")
+        proc = deskpilot(
+            "run",
+            "x",
+            "--provider",
+            "vllm",
+            "--base-url",
+            server.base_url,
+            "--screens",
+            str(SCREENS),
+            "--recordings",
+            str(tmp_path),
+            "--max-time",
+            "0.6",
+        )
     assert proc.returncode == 1 and "time budget (0.6 s) ran out" in proc.stdout
     rec = load(next(tmp_path.iterdir()))
     assert rec.outcome.status == "max_time" and 1 <= len(rec.steps) <= 3
 
 
-@pytest.mark.parametrize("flags,thinking", [([], False), (["--thinking"], True), (["--thinking-budget", "512"], True),
-                                            (["--thinking-budget", "512", "--no-thinking"], False)])
+@pytest.mark.parametrize(
+    "flags,thinking",
+    [
+        ([], False),
+        (["--thinking"], True),
+        (["--thinking-budget", "512"], True),
+        (["--thinking-budget", "512", "--no-thinking"], False),
+    ],
+)
 def test_thinking_flags_reach_the_request(tmp_path, flags, thinking):
     with FakeModelServer(lambda body: "DONE()") as server:
-        proc = deskpilot("run", "x", "--provider", "vllm", "--base-url", server.base_url, "--screens", str(SCREENS),
-                         "--recordings", str(tmp_path), *flags)
+        proc = deskpilot(
+            "run",
+            "x",
+            "--provider",
+            "vllm",
+            "--base-url",
+            server.base_url,
+            "--screens",
+            str(SCREENS),
+            "--recordings",
+            str(tmp_path),
+            *flags,
+        )
     assert proc.returncode == 0, proc.stderr
     assert server.requests[0]["chat_template_kwargs"] == {"enable_thinking": thinking}
     assert server.requests[0]["skip_special_tokens"] is False

@@ -10,8 +10,20 @@ from __future__ import annotations
 import pytest
 
 from actions.pyautogui_executor import PyAutoGuiExecutor, x11_display_name
-from actions.schema import (Done, Fail, Hover, Key, LeftClick, LeftDoubleClick, LeftDrag,
-                            MiddleClick, RightClick, Scroll, Type, Wait)
+from actions.schema import (
+    Done,
+    Fail,
+    Hover,
+    Key,
+    LeftClick,
+    LeftDoubleClick,
+    LeftDrag,
+    MiddleClick,
+    RightClick,
+    Scroll,
+    Type,
+    Wait,
+)
 from agent.errors import DisplayError, Interrupted
 from tests.live_support import TargetApp, have_xvfb, xvfb_display
 

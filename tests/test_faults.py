@@ -34,9 +34,28 @@ def test_dry_run_survives_each_fault(tmp_path, name):
     brain = FaultyBrain(FormBrain("report.txt"), name)
     with FakeModelServer(brain) as server:
         proc = subprocess.run(
-            [sys.executable, "-m", "agent", "run", "fill the form", "--provider", "vllm", "--base-url",
-             server.base_url, "--screens", str(SCREENS), "--recordings", str(tmp_path), "--timeout", "1"],
-            capture_output=True, text=True, timeout=60, env=cli_env())
+            [
+                sys.executable,
+                "-m",
+                "agent",
+                "run",
+                "fill the form",
+                "--provider",
+                "vllm",
+                "--base-url",
+                server.base_url,
+                "--screens",
+                str(SCREENS),
+                "--recordings",
+                str(tmp_path),
+                "--timeout",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=cli_env(),
+        )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert brain.injected
     (folder,) = tmp_path.iterdir()

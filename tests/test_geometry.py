@@ -4,8 +4,15 @@ import pytest
 
 from agent.errors import CoordinateOutOfRange
 from agent.geometry import (
-    MonitorGeometry, box_center, fit_to_tokens, ground, image_to_model, image_to_screen,
-    image_tokens, model_to_image, screen_to_image,
+    MonitorGeometry,
+    box_center,
+    fit_to_tokens,
+    ground,
+    image_to_model,
+    image_to_screen,
+    image_tokens,
+    model_to_image,
+    screen_to_image,
 )
 
 # name, monitor, model-space point or box, expected image pixel, expected screen point
@@ -14,18 +21,42 @@ GROUNDING = [
     ("1080p top-left", MonitorGeometry(0, 0, 1920, 1080), (0, 0), (0, 0), (0, 0)),
     ("1080p 999 is the last pixel", MonitorGeometry(0, 0, 1920, 1080), (999, 999), (1918, 1079), (1918, 1079)),
     ("1000 clamps inside", MonitorGeometry(0, 0, 1920, 1080), (1000, 1000), (1919, 1079), (1919, 1079)),
-    ("Retina 2:1 (2880x1800 capture of 1440x900 points)", MonitorGeometry(0, 0, 2880, 1800, 2.0),
-     (250, 750), (720, 1350), (360, 675)),
-    ("Windows 150% (physical, DPI aware: scale 1)", MonitorGeometry(0, 0, 2880, 1620, 1.0),
-     (500, 500), (1440, 810), (1440, 810)),
-    ("150% seen as logical points", MonitorGeometry(0, 0, 2880, 1620, 1.5),
-     (500, 500), (1440, 810), (960, 540)),
-    ("monitor left of primary (negative x)", MonitorGeometry(-1920, 0, 1920, 1080),
-     (100, 200), (192, 216), (-1728, 216)),
-    ("monitor above and left, Retina", MonitorGeometry(-1440, -900, 2880, 1800, 2.0),
-     (500, 500), (1440, 900), (-720, -450)),
-    ("second monitor right of a 1366x768 primary", MonitorGeometry(1366, 0, 1280, 1024),
-     (500, 500), (640, 512), (2006, 512)),
+    (
+        "Retina 2:1 (2880x1800 capture of 1440x900 points)",
+        MonitorGeometry(0, 0, 2880, 1800, 2.0),
+        (250, 750),
+        (720, 1350),
+        (360, 675),
+    ),
+    (
+        "Windows 150% (physical, DPI aware: scale 1)",
+        MonitorGeometry(0, 0, 2880, 1620, 1.0),
+        (500, 500),
+        (1440, 810),
+        (1440, 810),
+    ),
+    ("150% seen as logical points", MonitorGeometry(0, 0, 2880, 1620, 1.5), (500, 500), (1440, 810), (960, 540)),
+    (
+        "monitor left of primary (negative x)",
+        MonitorGeometry(-1920, 0, 1920, 1080),
+        (100, 200),
+        (192, 216),
+        (-1728, 216),
+    ),
+    (
+        "monitor above and left, Retina",
+        MonitorGeometry(-1440, -900, 2880, 1800, 2.0),
+        (500, 500),
+        (1440, 900),
+        (-720, -450),
+    ),
+    (
+        "second monitor right of a 1366x768 primary",
+        MonitorGeometry(1366, 0, 1280, 1024),
+        (500, 500),
+        (640, 512),
+        (2006, 512),
+    ),
     ("odd size 1366x768", MonitorGeometry(0, 0, 1366, 768), (333, 667), (455, 512), (455, 512)),
     ("box -> its centre", MonitorGeometry(0, 0, 1000, 1000), (100, 200, 300, 400), (200, 300), (200, 300)),
     ("box on 1366x768", MonitorGeometry(0, 0, 1366, 768), (10, 20, 30, 40), (27, 23), (27, 23)),
@@ -50,8 +81,14 @@ def test_box_center_rejects_other_lengths():
         box_center((1, 2, 3))
 
 
-@pytest.mark.parametrize("monitor", [MonitorGeometry(0, 0, 1920, 1080), MonitorGeometry(-1440, -900, 2880, 1800, 2.0),
-                                     MonitorGeometry(1366, 0, 1280, 1024)])
+@pytest.mark.parametrize(
+    "monitor",
+    [
+        MonitorGeometry(0, 0, 1920, 1080),
+        MonitorGeometry(-1440, -900, 2880, 1800, 2.0),
+        MonitorGeometry(1366, 0, 1280, 1024),
+    ],
+)
 def test_screen_image_round_trip(monitor):
     for point_image in [(0, 0), (100, 50), (monitor.width - 2, monitor.height - 2)]:
         point_screen = image_to_screen(point_image, monitor)
@@ -68,8 +105,9 @@ def test_image_to_model_inverts_model_to_image():
 
 
 # The table in shared/GLM45V.md
-@pytest.mark.parametrize("size,tokens", [((960, 540), 646), ((1280, 720), 1196), ((1920, 1080), 2691),
-                                         ((2560, 1440), 4641)])
+@pytest.mark.parametrize(
+    "size,tokens", [((960, 540), 646), ((1280, 720), 1196), ((1920, 1080), 2691), ((2560, 1440), 4641)]
+)
 def test_image_tokens_match_the_model_card(size, tokens):
     assert image_tokens(size) == tokens
 

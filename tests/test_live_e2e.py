@@ -41,11 +41,30 @@ def small_desktop():
 
 
 def deskpilot(server: FakeModelServer, recordings: Path, *args: str, **popen) -> subprocess.Popen:
-    command = [sys.executable, "-m", "agent", "run", f"type {TEXT!r} in the field and press OK",
-               "--provider", "vllm", "--base-url", server.base_url, "--recordings", str(recordings),
-               "--max-steps", "8", *args]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=cli_env(DISPLAY=os.environ["DISPLAY"]), **popen)
+    command = [
+        sys.executable,
+        "-m",
+        "agent",
+        "run",
+        f"type {TEXT!r} in the field and press OK",
+        "--provider",
+        "vllm",
+        "--base-url",
+        server.base_url,
+        "--recordings",
+        str(recordings),
+        "--max-steps",
+        "8",
+        *args,
+    ]
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(DISPLAY=os.environ["DISPLAY"]),
+        **popen,
+    )
 
 
 def inside(rect: dict, x: int, y: int) -> bool:
@@ -75,7 +94,11 @@ def test_live_task_clicks_and_types_exactly(desktop, protocol, tmp_path):
     assert (sent == (width, height)) if width <= 1920 else (sent[0] < width and sent[0] % 28 == 0)
     rec = load(next((tmp_path / "rec").iterdir()))
     assert rec.outcome.status == "done" and [s.action["kind"] for s in rec.steps] == [
-        "left_click", "type", "left_click", "DONE"]
+        "left_click",
+        "type",
+        "left_click",
+        "DONE",
+    ]
     assert rec.steps[0].geometry.width == width and rec.steps[1].timings.settle_s > 0
 
 
@@ -113,9 +136,25 @@ def test_kill_hotkey_stops_typing_midway(small_desktop, tmp_path):
 
 
 def test_a_monitor_that_does_not_exist_is_a_usage_error(small_desktop, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "agent", "run", "x", "--provider", "vllm", "--monitor", "3",
-                           "--recordings", str(tmp_path)], capture_output=True, text=True, timeout=60,
-                          env=cli_env(DISPLAY=os.environ["DISPLAY"]))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "run",
+            "x",
+            "--provider",
+            "vllm",
+            "--monitor",
+            "3",
+            "--recordings",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(DISPLAY=os.environ["DISPLAY"]),
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "monitor 3 does not exist: this desktop has 1 monitor(s)" in proc.stderr
 

@@ -22,16 +22,26 @@ def run(replies, tmp_path, screens=SCREENS, limits=None, executor=None, **screen
     planner = ScriptedPlanner(replies)
     executor = executor or DryRunExecutor()
     recorder = JsonlRecorder(tmp_path / "rec", "name the file", SETTINGS.public())
-    kwargs = dict(screen=ImageScreen(screens, **screen_kw), planner=planner, executor=executor,
-                  settings=SETTINGS, limits=limits or Limits(max_steps=10), recorder=recorder)
+    kwargs = dict(
+        screen=ImageScreen(screens, **screen_kw),
+        planner=planner,
+        executor=executor,
+        settings=SETTINGS,
+        limits=limits or Limits(max_steps=10),
+        recorder=recorder,
+    )
     return planner, executor, recorder, kwargs
 
 
 def test_click_type_done_with_exact_pixels(tmp_path):
     replies = [
         "The field is empty.\n<|begin_of_box|>left_click(start_box='[500,497]', element_info='name field')<|end_of_box|>",
-        {"content": "Type the name.", "tool_calls": [{"id": "a", "type": "function", "function": {
-            "name": "type", "arguments": '{"content": "report.txt"}'}}]},
+        {
+            "content": "Type the name.",
+            "tool_calls": [
+                {"id": "a", "type": "function", "function": {"name": "type", "arguments": '{"content": "report.txt"}'}}
+            ],
+        },
         "<|begin_of_box|>left_click(start_box='[468,615,562,685]', element_info='OK')<|end_of_box|>",
         "DONE(answer='saved as report.txt')",
     ]
@@ -61,8 +71,12 @@ def test_monitor_origin_and_scale_reach_the_executor(tmp_path):
 
 
 def test_unusable_replies_are_shown_back_and_never_executed(tmp_path):
-    replies = ["I am not sure what to do.", "left_click(start_box='[1500,300]')",
-               "left_click(start_box='[100,100]')", "DONE()"]
+    replies = [
+        "I am not sure what to do.",
+        "left_click(start_box='[1500,300]')",
+        "left_click(start_box='[100,100]')",
+        "DONE()",
+    ]
     planner, executor, recorder, kwargs = run(replies, tmp_path)
     result = run_episode("t", **kwargs)
     assert result.outcome.status == "done"
@@ -109,7 +123,7 @@ def test_ctrl_c_during_an_action_keeps_the_recording(tmp_path):
 
 
 def test_memory_is_carried_to_the_next_step(tmp_path):
-    replies = ['Price is 80.\nhover(start_box=\'[5,5]\')\nMemory: ["original $80"]', "DONE(answer='25%')"]
+    replies = ["Price is 80.\nhover(start_box='[5,5]')\nMemory: [\"original $80\"]", "DONE(answer='25%')"]
     planner, _, _, kwargs = run(replies, tmp_path)
     run_episode("t", **kwargs)
     assert planner.calls[1].memory == ["original $80"]

@@ -26,99 +26,344 @@ def tool_call(name: str, arguments) -> list[dict]:
 
 # (id, content, tool_calls, expected kind, expected start_box, other expected fields, source)
 SHAPES = [
-    ("tool_call_string_args", "", tool_call("left_click", '{"start_box": "[586,446]", "element_info": "OK"}'),
-     "left_click", (586, 446), {"element_info": "OK"}, "tool_call"),
-    ("tool_call_object_args", None, tool_call("right_click", {"start_box": [10, 20]}),
-     "right_click", (10, 20), {}, "tool_call"),
+    (
+        "tool_call_string_args",
+        "",
+        tool_call("left_click", '{"start_box": "[586,446]", "element_info": "OK"}'),
+        "left_click",
+        (586, 446),
+        {"element_info": "OK"},
+        "tool_call",
+    ),
+    (
+        "tool_call_object_args",
+        None,
+        tool_call("right_click", {"start_box": [10, 20]}),
+        "right_click",
+        (10, 20),
+        {},
+        "tool_call",
+    ),
     ("tool_call_empty_args", None, tool_call("WAIT", ""), "WAIT", None, {}, "tool_call"),
-    ("tool_call_scroll", None, tool_call("scroll", {"start_box": "[500,500]", "direction": "up", "step": 3}),
-     "scroll", (500, 500), {"direction": "up", "step": 3}, "tool_call"),
-    ("tool_call_key_list", None, tool_call("key", '{"keys": ["ctrl", "c"]}'), "key", None, {"keys": "ctrl+c"},
-     "tool_call"),
-    ("xml_json_values",
-     "Drag it.\n<tool_call>left_drag\n<arg_key>start_box</arg_key>\n<arg_value>[100,200]</arg_value>\n"
-     "<arg_key>end_box</arg_key>\n<arg_value>[300,400]</arg_value>\n</tool_call>",
-     None, "left_drag", (100, 200), {"end_box": (300, 400)}, "tool_call_xml"),
-    ("xml_python_literal_values",
-     "<tool_call>scroll\n<arg_key>start_box</arg_key>\n<arg_value>(250, 750)</arg_value>\n"
-     "<arg_key>direction</arg_key>\n<arg_value>down</arg_value>\n"
-     "<arg_key>step</arg_key>\n<arg_value>7</arg_value>\n</tool_call>",
-     None, "scroll", (250, 750), {"direction": "down", "step": 7}, "tool_call_xml"),
-    ("xml_python_list_keys",
-     "<tool_call>key\n<arg_key>keys</arg_key>\n<arg_value>['ctrl', 'shift', 't']</arg_value>\n</tool_call>",
-     None, "key", None, {"keys": "ctrl+shift+t"}, "tool_call_xml"),
-    ("xml_text_stays_raw",
-     "<tool_call>type\n<arg_key>content</arg_key>\n<arg_value>12345</arg_value>\n</tool_call>",
-     None, "type", None, {"content": "12345"}, "tool_call_xml"),
-    ("xml_json_body", '<tool_call>{"name": "hover", "arguments": {"start_box": "[7,8]"}}</tool_call>',
-     None, "hover", (7, 8), {}, "tool_call_xml"),
-    ("box_call", "The OK button.\n" + BOX.format("left_click(start_box='[586,446]', element_info='OK')"),
-     None, "left_click", (586, 446), {"element_info": "OK"}, "box_call"),
-    ("box_call_double_brackets", BOX.format("left_double_click(start_box='[[100,200,300,400]]')"),
-     None, "left_double_click", (100, 200, 300, 400), {}, "box_call"),
-    ("box_call_parens", BOX.format("middle_click(start_box='(586,446)')"),
-     None, "middle_click", (586, 446), {}, "box_call"),
-    ("box_call_unterminated", "Now:\n<|begin_of_box|>hover(start_box='[1,999]')",
-     None, "hover", (1, 999), {}, "box_call"),
-    ("leading_newline", "\n\nI click Save.\nleft_click(start_box='[512,384]', element_info='Save')",
-     None, "left_click", (512, 384), {"element_info": "Save"}, "call"),
-    ("dangling_think_then_box", "<think>The menu is closed, I need to open it" + BOX.format("left_click(start_box='[20,10]')"),
-     None, "left_click", (20, 10), {}, "box_call"),
-    ("closed_think", "<think>left_click(start_box='[1,1]') maybe?</think>\nOpen menu.\nleft_click(start_box='[30,15]')",
-     None, "left_click", (30, 15), {}, "call"),
-    ("answer_wrapper", "<answer>right_click(start_box='[640,360]')</answer>",
-     None, "right_click", (640, 360), {}, "call"),
-    ("drag", "left_drag(start_box='[10,20]', end_box='[900,800]')",
-     None, "left_drag", (10, 20), {"end_box": (900, 800)}, "call"),
-    ("scroll_double_quotes", 'scroll(start_box="[500,600]", direction="down", step=5)',
-     None, "scroll", (500, 600), {"direction": "down", "step": 5}, "call"),
+    (
+        "tool_call_scroll",
+        None,
+        tool_call("scroll", {"start_box": "[500,500]", "direction": "up", "step": 3}),
+        "scroll",
+        (500, 500),
+        {"direction": "up", "step": 3},
+        "tool_call",
+    ),
+    (
+        "tool_call_key_list",
+        None,
+        tool_call("key", '{"keys": ["ctrl", "c"]}'),
+        "key",
+        None,
+        {"keys": "ctrl+c"},
+        "tool_call",
+    ),
+    (
+        "xml_json_values",
+        "Drag it.\n<tool_call>left_drag\n<arg_key>start_box</arg_key>\n<arg_value>[100,200]</arg_value>\n"
+        "<arg_key>end_box</arg_key>\n<arg_value>[300,400]</arg_value>\n</tool_call>",
+        None,
+        "left_drag",
+        (100, 200),
+        {"end_box": (300, 400)},
+        "tool_call_xml",
+    ),
+    (
+        "xml_python_literal_values",
+        "<tool_call>scroll\n<arg_key>start_box</arg_key>\n<arg_value>(250, 750)</arg_value>\n"
+        "<arg_key>direction</arg_key>\n<arg_value>down</arg_value>\n"
+        "<arg_key>step</arg_key>\n<arg_value>7</arg_value>\n</tool_call>",
+        None,
+        "scroll",
+        (250, 750),
+        {"direction": "down", "step": 7},
+        "tool_call_xml",
+    ),
+    (
+        "xml_python_list_keys",
+        "<tool_call>key\n<arg_key>keys</arg_key>\n<arg_value>['ctrl', 'shift', 't']</arg_value>\n</tool_call>",
+        None,
+        "key",
+        None,
+        {"keys": "ctrl+shift+t"},
+        "tool_call_xml",
+    ),
+    (
+        "xml_text_stays_raw",
+        "<tool_call>type\n<arg_key>content</arg_key>\n<arg_value>12345</arg_value>\n</tool_call>",
+        None,
+        "type",
+        None,
+        {"content": "12345"},
+        "tool_call_xml",
+    ),
+    (
+        "xml_json_body",
+        '<tool_call>{"name": "hover", "arguments": {"start_box": "[7,8]"}}</tool_call>',
+        None,
+        "hover",
+        (7, 8),
+        {},
+        "tool_call_xml",
+    ),
+    (
+        "box_call",
+        "The OK button.\n" + BOX.format("left_click(start_box='[586,446]', element_info='OK')"),
+        None,
+        "left_click",
+        (586, 446),
+        {"element_info": "OK"},
+        "box_call",
+    ),
+    (
+        "box_call_double_brackets",
+        BOX.format("left_double_click(start_box='[[100,200,300,400]]')"),
+        None,
+        "left_double_click",
+        (100, 200, 300, 400),
+        {},
+        "box_call",
+    ),
+    (
+        "box_call_parens",
+        BOX.format("middle_click(start_box='(586,446)')"),
+        None,
+        "middle_click",
+        (586, 446),
+        {},
+        "box_call",
+    ),
+    (
+        "box_call_unterminated",
+        "Now:\n<|begin_of_box|>hover(start_box='[1,999]')",
+        None,
+        "hover",
+        (1, 999),
+        {},
+        "box_call",
+    ),
+    (
+        "leading_newline",
+        "\n\nI click Save.\nleft_click(start_box='[512,384]', element_info='Save')",
+        None,
+        "left_click",
+        (512, 384),
+        {"element_info": "Save"},
+        "call",
+    ),
+    (
+        "dangling_think_then_box",
+        "<think>The menu is closed, I need to open it" + BOX.format("left_click(start_box='[20,10]')"),
+        None,
+        "left_click",
+        (20, 10),
+        {},
+        "box_call",
+    ),
+    (
+        "closed_think",
+        "<think>left_click(start_box='[1,1]') maybe?</think>\nOpen menu.\nleft_click(start_box='[30,15]')",
+        None,
+        "left_click",
+        (30, 15),
+        {},
+        "call",
+    ),
+    (
+        "answer_wrapper",
+        "<answer>right_click(start_box='[640,360]')</answer>",
+        None,
+        "right_click",
+        (640, 360),
+        {},
+        "call",
+    ),
+    (
+        "drag",
+        "left_drag(start_box='[10,20]', end_box='[900,800]')",
+        None,
+        "left_drag",
+        (10, 20),
+        {"end_box": (900, 800)},
+        "call",
+    ),
+    (
+        "scroll_double_quotes",
+        'scroll(start_box="[500,600]", direction="down", step=5)',
+        None,
+        "scroll",
+        (500, 600),
+        {"direction": "down", "step": 5},
+        "call",
+    ),
     ("key_combo", "Copy it.\nkey(keys='ctrl+c')", None, "key", None, {"keys": "ctrl+c"}, "call"),
     ("key_positional", "key('enter')", None, "key", None, {"keys": "enter"}, "call"),
-    ("type_escapes", "type(content='it\\'s \"quoted\"\\nline2')",
-     None, "type", None, {"content": 'it\'s "quoted"\nline2'}, "call"),
+    (
+        "type_escapes",
+        "type(content='it\\'s \"quoted\"\\nline2')",
+        None,
+        "type",
+        None,
+        {"content": 'it\'s "quoted"\nline2'},
+        "call",
+    ),
     ("type_raw_newline", "type(content='line1\nline2')", None, "type", None, {"content": "line1\nline2"}, "call"),
-    ("type_unicode", BOX.format("type(content='Crème brûlée, Grüße 世界 ✓')"),
-     None, "type", None, {"content": "Crème brûlée, Grüße 世界 ✓"}, "box_call"),
-    ("type_quoting_a_call", "type(content=\"left_click(start_box='[1,1]')\")",
-     None, "type", None, {"content": "left_click(start_box='[1,1]')"}, "call"),
+    (
+        "type_unicode",
+        BOX.format("type(content='Crème brûlée, Grüße 世界 ✓')"),
+        None,
+        "type",
+        None,
+        {"content": "Crème brûlée, Grüße 世界 ✓"},
+        "box_call",
+    ),
+    (
+        "type_quoting_a_call",
+        "type(content=\"left_click(start_box='[1,1]')\")",
+        None,
+        "type",
+        None,
+        {"content": "left_click(start_box='[1,1]')"},
+        "call",
+    ),
     ("wait", "Loading.\nWAIT()", None, "WAIT", None, {}, "call"),
     ("wait_lowercase", BOX.format("wait()"), None, "WAIT", None, {}, "box_call"),
     ("done", BOX.format("DONE()"), None, "DONE", None, {"answer": None}, "box_call"),
     ("done_answer", "The total is 42.\nDONE(answer='42 apples')", None, "DONE", None, {"answer": "42 apples"}, "call"),
     ("fail", "FAIL()", None, "FAIL", None, {}, "call"),
     ("alias_click", "click(start_box='[5,6]')", None, "left_click", (5, 6), {}, "call"),
-    ("last_call_wins", "I could left_click(start_box='[1,1]') but rather right_click(start_box='[2,2]')",
-     None, "right_click", (2, 2), {}, "call"),
-    ("prose_call_then_box", "I will click(the button) now.\n" + BOX.format("[300,301]"),
-     None, "left_click", (300, 301), {}, "bare_box"),
-    ("fenced_json", 'Here:\n```json\n{"action": "left_click", "start_box": "[11,22]"}\n```',
-     None, "left_click", (11, 22), {}, "json"),
-    ("bare_json", '{"action": "scroll", "start_box": [5, 5], "direction": "up", "step": 2}',
-     None, "scroll", (5, 5), {"direction": "up", "step": 2}, "json"),
-    ("python_dict_true", "{'action': 'hover', 'start_box': '[40,50]', 'visible': True}",
-     None, "hover", (40, 50), {}, "json"),
-    ("action_type_box_2d", '{"action_type": "click", "box_2d": [[100,200,300,400]]}',
-     None, "left_click", (100, 200, 300, 400), {}, "json"),
-    ("name_arguments", '{"name": "type", "arguments": {"text": "hello"}}', None, "type", None, {"content": "hello"}, "json"),
-    ("nested_action", '{"thought": "x", "action": {"name": "left_double_click", "start_box": [3, 4]}}',
-     None, "left_double_click", (3, 4), {}, "json"),
-    ("openai_function_json", '{"type": "function", "function": {"name": "key", "arguments": "{\\"keys\\": \\"enter\\"}"}}',
-     None, "key", None, {"keys": "enter"}, "json"),
-    ("json_quoting_json", """{'action': 'type', 'content': '{"action": "WAIT"}'}""",
-     None, "type", None, {"content": '{"action": "WAIT"}'}, "json"),
+    (
+        "last_call_wins",
+        "I could left_click(start_box='[1,1]') but rather right_click(start_box='[2,2]')",
+        None,
+        "right_click",
+        (2, 2),
+        {},
+        "call",
+    ),
+    (
+        "prose_call_then_box",
+        "I will click(the button) now.\n" + BOX.format("[300,301]"),
+        None,
+        "left_click",
+        (300, 301),
+        {},
+        "bare_box",
+    ),
+    (
+        "fenced_json",
+        'Here:\n```json\n{"action": "left_click", "start_box": "[11,22]"}\n```',
+        None,
+        "left_click",
+        (11, 22),
+        {},
+        "json",
+    ),
+    (
+        "bare_json",
+        '{"action": "scroll", "start_box": [5, 5], "direction": "up", "step": 2}',
+        None,
+        "scroll",
+        (5, 5),
+        {"direction": "up", "step": 2},
+        "json",
+    ),
+    (
+        "python_dict_true",
+        "{'action': 'hover', 'start_box': '[40,50]', 'visible': True}",
+        None,
+        "hover",
+        (40, 50),
+        {},
+        "json",
+    ),
+    (
+        "action_type_box_2d",
+        '{"action_type": "click", "box_2d": [[100,200,300,400]]}',
+        None,
+        "left_click",
+        (100, 200, 300, 400),
+        {},
+        "json",
+    ),
+    (
+        "name_arguments",
+        '{"name": "type", "arguments": {"text": "hello"}}',
+        None,
+        "type",
+        None,
+        {"content": "hello"},
+        "json",
+    ),
+    (
+        "nested_action",
+        '{"thought": "x", "action": {"name": "left_double_click", "start_box": [3, 4]}}',
+        None,
+        "left_double_click",
+        (3, 4),
+        {},
+        "json",
+    ),
+    (
+        "openai_function_json",
+        '{"type": "function", "function": {"name": "key", "arguments": "{\\"keys\\": \\"enter\\"}"}}',
+        None,
+        "key",
+        None,
+        {"keys": "enter"},
+        "json",
+    ),
+    (
+        "json_quoting_json",
+        """{'action': 'type', 'content': '{"action": "WAIT"}'}""",
+        None,
+        "type",
+        None,
+        {"content": '{"action": "WAIT"}'},
+        "json",
+    ),
     ("json_x_y", '{"action": "left_click", "x": 10, "y": 20}', None, "left_click", (10, 20), {}, "json"),
     ("json_done_content", '{"action": "DONE", "content": "Paris"}', None, "DONE", None, {"answer": "Paris"}, "json"),
-    ("box_json", BOX.format('{"action": "right_click", "coordinate": [9, 8]}'), None, "right_click", (9, 8), {}, "json"),
-    ("bare_box_text", "The target is here:\n[[100,200,300,400]]", None, "left_click", (100, 200, 300, 400), {}, "bare_box"),
+    (
+        "box_json",
+        BOX.format('{"action": "right_click", "coordinate": [9, 8]}'),
+        None,
+        "right_click",
+        (9, 8),
+        {},
+        "json",
+    ),
+    (
+        "bare_box_text",
+        "The target is here:\n[[100,200,300,400]]",
+        None,
+        "left_click",
+        (100, 200, 300, 400),
+        {},
+        "bare_box",
+    ),
     ("bare_box_line", "Click:\n[586,446]\n", None, "left_click", (586, 446), {}, "bare_box"),
     ("bare_box_token", BOX.format("[586,446]"), None, "left_click", (586, 446), {}, "bare_box"),
-    ("expression_call_then_box", "left_click(start_box=get_pos())\n" + BOX.format("[40,41]"),
-     None, "left_click", (40, 41), {}, "bare_box"),
+    (
+        "expression_call_then_box",
+        "left_click(start_box=get_pos())\n" + BOX.format("[40,41]"),
+        None,
+        "left_click",
+        (40, 41),
+        {},
+        "bare_box",
+    ),
 ]
 
 
-@pytest.mark.parametrize("content,tool_calls,kind,start_box,fields,source",
-                         [s[1:] for s in SHAPES], ids=[s[0] for s in SHAPES])
+@pytest.mark.parametrize(
+    "content,tool_calls,kind,start_box,fields,source", [s[1:] for s in SHAPES], ids=[s[0] for s in SHAPES]
+)
 def test_reply_shapes(content, tool_calls, kind, start_box, fields, source):
     reply = parse_reply(content, tool_calls)
     assert isinstance(reply, ParsedReply)
@@ -136,33 +381,49 @@ def test_at_least_25_shapes():
     assert {s[-1] for s in SHAPES} == {"tool_call", "tool_call_xml", "box_call", "call", "json", "bare_box"}
 
 
-@pytest.mark.parametrize("content,thought", [
-    ("The OK button closes it.\n" + BOX.format("left_click(start_box='[1,2]')") + "\nMemory: []",
-     "The OK button closes it."),
-    ("<think>secret plan</think>\nOpening the menu.\nAction: left_click(start_box='[1,2]')", "Opening the menu."),
-    ("\nSave first.\n<tool_call>key\n<arg_key>keys</arg_key>\n<arg_value>ctrl+s</arg_value>\n</tool_call>", "Save first."),
-    ("Here it is:\n```json\n{\"action\": \"WAIT\"}\n```", "Here it is:"),
-    (BOX.format("WAIT()"), ""),
-    ('{"thought": "from the json", "action": "WAIT"}', "from the json"),
-])
+@pytest.mark.parametrize(
+    "content,thought",
+    [
+        (
+            "The OK button closes it.\n" + BOX.format("left_click(start_box='[1,2]')") + "\nMemory: []",
+            "The OK button closes it.",
+        ),
+        ("<think>secret plan</think>\nOpening the menu.\nAction: left_click(start_box='[1,2]')", "Opening the menu."),
+        (
+            "\nSave first.\n<tool_call>key\n<arg_key>keys</arg_key>\n<arg_value>ctrl+s</arg_value>\n</tool_call>",
+            "Save first.",
+        ),
+        ('Here it is:\n```json\n{"action": "WAIT"}\n```', "Here it is:"),
+        (BOX.format("WAIT()"), ""),
+        ('{"thought": "from the json", "action": "WAIT"}', "from the json"),
+    ],
+)
 def test_thought(content, thought):
     assert parse_reply(content).thought == thought
 
 
 def test_thought_and_memory_beside_a_tool_call():
-    reply = parse_reply("Scrolling down.\nMemory: [\"price 12\"]", tool_call("WAIT", "{}"))
+    reply = parse_reply('Scrolling down.\nMemory: ["price 12"]', tool_call("WAIT", "{}"))
     assert (reply.thought, reply.memory, reply.action.kind) == ("Scrolling down.", ["price 12"], "WAIT")
 
 
-@pytest.mark.parametrize("content,memory", [
-    (BOX.format("WAIT()") + '\nMemory:\n```json\n["total is 42", "next: save"]\n```', ["total is 42", "next: save"]),
-    (BOX.format("WAIT()") + "\nMemory: ['python', 'style']", ["python", "style"]),
-    (BOX.format("WAIT()") + "\nMemory: []", []),
-    (BOX.format("WAIT()"), None),
-    # the memory list must not be read as an action or a box
-    ("right_click(start_box='[7,7]')\nMemory: [\"left_click(start_box='[9,9]')\", \"[[1,2,3,4]]\"]",
-     ["left_click(start_box='[9,9]')", "[[1,2,3,4]]"]),
-])
+@pytest.mark.parametrize(
+    "content,memory",
+    [
+        (
+            BOX.format("WAIT()") + '\nMemory:\n```json\n["total is 42", "next: save"]\n```',
+            ["total is 42", "next: save"],
+        ),
+        (BOX.format("WAIT()") + "\nMemory: ['python', 'style']", ["python", "style"]),
+        (BOX.format("WAIT()") + "\nMemory: []", []),
+        (BOX.format("WAIT()"), None),
+        # the memory list must not be read as an action or a box
+        (
+            "right_click(start_box='[7,7]')\nMemory: [\"left_click(start_box='[9,9]')\", \"[[1,2,3,4]]\"]",
+            ["left_click(start_box='[9,9]')", "[[1,2,3,4]]"],
+        ),
+    ],
+)
 def test_memory(content, memory):
     reply = parse_reply(content)
     assert reply.memory == memory
@@ -173,49 +434,62 @@ def test_memory(content, memory):
 
 def test_memory_alone_is_not_an_action():
     with pytest.raises(UnparseableReply):
-        parse_reply('I am not sure yet.\nMemory: [[100, 200, 300, 400]]')
+        parse_reply("I am not sure yet.\nMemory: [[100, 200, 300, 400]]")
 
 
-@pytest.mark.parametrize("content,reasoning,budget", [
-    (None, None, False), ("", None, False), ("\n  \n", None, False),
-    (None, "long thinking", True), ("", "long thinking", True), ("<think>I should open the", None, True),
-])
+@pytest.mark.parametrize(
+    "content,reasoning,budget",
+    [
+        (None, None, False),
+        ("", None, False),
+        ("\n  \n", None, False),
+        (None, "long thinking", True),
+        ("", "long thinking", True),
+        ("<think>I should open the", None, True),
+    ],
+)
 def test_empty_reply(content, reasoning, budget):
     with pytest.raises(EmptyReply) as info:
         parse_reply(content, None, reasoning)
     assert ("token budget" in str(info.value)) is budget
 
 
-@pytest.mark.parametrize("content", [
-    "I am not sure what to do here.",
-    "I will click(the button) to continue.",
-    "Let me think (carefully) about this [step 1].",
-    "<|begin_of_box|>the OK button<|end_of_box|>",
-    'Memory: ["only a note"]',
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "I am not sure what to do here.",
+        "I will click(the button) to continue.",
+        "Let me think (carefully) about this [step 1].",
+        "<|begin_of_box|>the OK button<|end_of_box|>",
+        'Memory: ["only a note"]',
+    ],
+)
 def test_unparseable(content):
     with pytest.raises(UnparseableReply) as info:
         parse_reply(content)
     assert "action" in str(info.value) and len(str(info.value)) < 200
 
 
-@pytest.mark.parametrize("content,tool_calls,error", [
-    (BOX.format("triple_click(start_box='[1,2]')"), None, UnknownAction),
-    ("teleport(start_box='[1,2]')", None, UnknownAction),
-    ('{"action": "launch_rockets", "start_box": "[1,2]"}', None, UnknownAction),
-    (None, tool_call("launch_rockets", "{}"), UnknownAction),
-    (BOX.format("left_click(start_box='[1500,446]')"), None, CoordinateOutOfRange),
-    (None, tool_call("left_click", {"start_box": [1500, 2]}), CoordinateOutOfRange),
-    ("[[1500,0,1600,10]]", None, CoordinateOutOfRange),
-    ('{"action_type": "click", "box_2d": [[1,2,3,1500]]}', None, CoordinateOutOfRange),
-    (BOX.format("left_click(element_info='OK')"), None, InvalidArguments),
-    ("scroll(start_box='[1,2]')", None, InvalidArguments),
-    (None, tool_call("left_drag", '{"start_box": "[1,2]"}'), InvalidArguments),
-    (None, tool_call("type", '{"content": "hel'), InvalidArguments),
-    (None, tool_call("left_click", '{"start_box": "[586,4'), InvalidArguments),
-    (None, tool_call("left_click", '"just a string"'), InvalidArguments),
-    ("<|begin_of_box|>left_click(start_box='[1,2,3]')<|end_of_box|>", None, InvalidArguments),
-])
+@pytest.mark.parametrize(
+    "content,tool_calls,error",
+    [
+        (BOX.format("triple_click(start_box='[1,2]')"), None, UnknownAction),
+        ("teleport(start_box='[1,2]')", None, UnknownAction),
+        ('{"action": "launch_rockets", "start_box": "[1,2]"}', None, UnknownAction),
+        (None, tool_call("launch_rockets", "{}"), UnknownAction),
+        (BOX.format("left_click(start_box='[1500,446]')"), None, CoordinateOutOfRange),
+        (None, tool_call("left_click", {"start_box": [1500, 2]}), CoordinateOutOfRange),
+        ("[[1500,0,1600,10]]", None, CoordinateOutOfRange),
+        ('{"action_type": "click", "box_2d": [[1,2,3,1500]]}', None, CoordinateOutOfRange),
+        (BOX.format("left_click(element_info='OK')"), None, InvalidArguments),
+        ("scroll(start_box='[1,2]')", None, InvalidArguments),
+        (None, tool_call("left_drag", '{"start_box": "[1,2]"}'), InvalidArguments),
+        (None, tool_call("type", '{"content": "hel'), InvalidArguments),
+        (None, tool_call("left_click", '{"start_box": "[586,4'), InvalidArguments),
+        (None, tool_call("left_click", '"just a string"'), InvalidArguments),
+        ("<|begin_of_box|>left_click(start_box='[1,2,3]')<|end_of_box|>", None, InvalidArguments),
+    ],
+)
 def test_model_errors(content, tool_calls, error):
     with pytest.raises(error):
         parse_reply(content, tool_calls)
@@ -232,14 +506,17 @@ def test_unknown_action_lists_the_action_space():
         parse_reply(BOX.format("triple_click(start_box='[1,2]')"))
 
 
-@pytest.mark.parametrize("content", [
-    "__import__('os').system('touch {marker}')",
-    BOX.format("__import__('os').system('touch {marker}')"),
-    "left_click(start_box=__import__('os').system('touch {marker}'))",
-    BOX.format("type(content=open('{marker}', 'w').write('x'))"),
-    "{{'action': 'type', 'content': __import__('os').system('touch {marker}')}}",
-    "<tool_call>type\n<arg_key>step</arg_key>\n<arg_value>__import__('os').system('touch {marker}')</arg_value>\n</tool_call>",
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "__import__('os').system('touch {marker}')",
+        BOX.format("__import__('os').system('touch {marker}')"),
+        "left_click(start_box=__import__('os').system('touch {marker}'))",
+        BOX.format("type(content=open('{marker}', 'w').write('x'))"),
+        "{{'action': 'type', 'content': __import__('os').system('touch {marker}')}}",
+        "<tool_call>type\n<arg_key>step</arg_key>\n<arg_value>__import__('os').system('touch {marker}')</arg_value>\n</tool_call>",
+    ],
+)
 def test_code_in_reply_is_never_run(content, tmp_path, monkeypatch):
     marker = tmp_path / "ran"
     calls = []

@@ -27,9 +27,14 @@ def request() -> StepRequest:
         HistoryEntry(2, "", "(none)", None, "no usable action"),
         HistoryEntry(3, "I read both prices.", "scroll(start_box='[500,500]', direction='down', step=5)", half),
     ]
-    return StepRequest("Read the original and discounted price and compute the discount rate.", 4,
-                       prepare_for_model(shot), history, ["original $80.00", "now $60.00"],
-                       "UnparseableReply: no action found")
+    return StepRequest(
+        "Read the original and discounted price and compute the discount rate.",
+        4,
+        prepare_for_model(shot),
+        history,
+        ["original $80.00", "now $60.00"],
+        "UnparseableReply: no action found",
+    )
 
 
 @pytest.mark.parametrize("protocol", ["text", "tools"])

@@ -12,14 +12,16 @@ from PIL import Image
 
 from agent.config import PROVIDERS, Settings
 from agent.errors import AuthRejected, EndpointError, UsageError
+from agent.geometry import MonitorGeometry
 from agent.planner import GLMPlanner
 from agent.protocol import HistoryEntry, StepRequest, build_body
 from agent.screen import Screenshot, prepare_for_model
-from agent.geometry import MonitorGeometry
 
 SECRET = "sk-test-0123456789abcdef0123"
-OK = {"choices": [{"message": {"content": "DONE()"}, "finish_reason": "stop"}],
-      "usage": {"prompt_tokens": 10, "completion_tokens": 2}}
+OK = {
+    "choices": [{"message": {"content": "DONE()"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 10, "completion_tokens": 2},
+}
 
 
 def shot(size=(1280, 800), color="white") -> Screenshot:
@@ -28,8 +30,10 @@ def shot(size=(1280, 800), color="white") -> Screenshot:
 
 def request(history: int = 0, size=(1280, 800)) -> StepRequest:
     s = shot(size)
-    entries = [HistoryEntry(i, f"thought {i}", f"left_click(start_box='[{i},{i}]')",
-                            prepare_for_model(s, half=True)) for i in range(1, history + 1)]
+    entries = [
+        HistoryEntry(i, f"thought {i}", f"left_click(start_box='[{i},{i}]')", prepare_for_model(s, half=True))
+        for i in range(1, history + 1)
+    ]
     return StepRequest("open the settings", history + 1, prepare_for_model(s), entries, ["note"])
 
 
@@ -47,16 +51,35 @@ def capture(settings: Settings, req: StepRequest | None = None, answer=OK):
 
 # provider, expected URL, model id, auth, thinking parameters
 PRESETS = [
-    ("siliconflow", "https://api.siliconflow.com/v1/chat/completions", "zai-org/GLM-4.5V", True,
-     {"enable_thinking": True, "thinking_budget": 2048}),
-    ("zai", "https://api.z.ai/api/paas/v4/chat/completions", "glm-4.5v", True,
-     {"thinking": {"type": "enabled"}}),
-    ("bigmodel", "https://open.bigmodel.cn/api/paas/v4/chat/completions", "glm-4.5v", True,
-     {"thinking": {"type": "enabled"}}),
-    ("openrouter", "https://openrouter.ai/api/v1/chat/completions", "z-ai/glm-4.5v", True,
-     {"reasoning": {"enabled": True, "max_tokens": 2048}}),
-    ("vllm", "http://localhost:8000/v1/chat/completions", "zai-org/GLM-4.5V", False,
-     {"chat_template_kwargs": {"enable_thinking": True}, "skip_special_tokens": False}),
+    (
+        "siliconflow",
+        "https://api.siliconflow.com/v1/chat/completions",
+        "zai-org/GLM-4.5V",
+        True,
+        {"enable_thinking": True, "thinking_budget": 2048},
+    ),
+    ("zai", "https://api.z.ai/api/paas/v4/chat/completions", "glm-4.5v", True, {"thinking": {"type": "enabled"}}),
+    (
+        "bigmodel",
+        "https://open.bigmodel.cn/api/paas/v4/chat/completions",
+        "glm-4.5v",
+        True,
+        {"thinking": {"type": "enabled"}},
+    ),
+    (
+        "openrouter",
+        "https://openrouter.ai/api/v1/chat/completions",
+        "z-ai/glm-4.5v",
+        True,
+        {"reasoning": {"enabled": True, "max_tokens": 2048}},
+    ),
+    (
+        "vllm",
+        "http://localhost:8000/v1/chat/completions",
+        "zai-org/GLM-4.5V",
+        False,
+        {"chat_template_kwargs": {"enable_thinking": True}, "skip_special_tokens": False},
+    ),
 ]
 
 
@@ -74,7 +97,15 @@ def test_each_preset_sends_its_own_wire_format(provider, url, model, auth, think
         assert body[key] == value
     assert body["temperature"] <= 0.1 and body["max_tokens"] >= 4096 + 1024
     assert body["tool_choice"] == "auto" and {t["function"]["name"] for t in body["tools"]} >= {
-        "left_click", "left_drag", "type", "key", "scroll", "DONE", "FAIL", "WAIT"}
+        "left_click",
+        "left_drag",
+        "type",
+        "key",
+        "scroll",
+        "DONE",
+        "FAIL",
+        "WAIT",
+    }
     (message,) = body["messages"]
     assert message["role"] == "user"
     images = [p for p in message["content"] if p["type"] == "image_url"]
@@ -85,11 +116,15 @@ def test_each_preset_sends_its_own_wire_format(provider, url, model, auth, think
     assert result.raw.content == "DONE()" and result.raw.prompt_tokens == 10
 
 
-@pytest.mark.parametrize("provider,off", [
-    ("siliconflow", {"enable_thinking": False}), ("zai", {"thinking": {"type": "disabled"}}),
-    ("openrouter", {"reasoning": {"enabled": False}}),
-    ("vllm", {"chat_template_kwargs": {"enable_thinking": False}}),
-])
+@pytest.mark.parametrize(
+    "provider,off",
+    [
+        ("siliconflow", {"enable_thinking": False}),
+        ("zai", {"thinking": {"type": "disabled"}}),
+        ("openrouter", {"reasoning": {"enabled": False}}),
+        ("vllm", {"chat_template_kwargs": {"enable_thinking": False}}),
+    ],
+)
 def test_thinking_off_shapes(provider, off):
     settings = Settings.resolve(provider, api_key="k", thinking=False)
     body, _ = build_body(request(), settings, use_tools=True)
@@ -155,10 +190,18 @@ def test_key_never_in_repr_or_public_settings():
 
 
 def test_tool_call_reply_and_reasoning_are_kept():
-    answer = {"choices": [{"message": {"content": "", "reasoning_content": "hmm",
-                                       "tool_calls": [{"id": "1", "type": "function",
-                                                       "function": {"name": "DONE", "arguments": "{}"}}]},
-                           "finish_reason": "tool_calls"}]}
+    answer = {
+        "choices": [
+            {
+                "message": {
+                    "content": "",
+                    "reasoning_content": "hmm",
+                    "tool_calls": [{"id": "1", "type": "function", "function": {"name": "DONE", "arguments": "{}"}}],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ]
+    }
     _, result = capture(Settings.resolve("vllm"), answer=answer)
     assert result.raw.reasoning == "hmm" and result.raw.tool_calls[0]["function"]["name"] == "DONE"
     openrouter = {"choices": [{"message": {"content": "DONE()", "reasoning": "think"}}]}
@@ -177,8 +220,9 @@ def _planner(responses, **settings):
         return item
 
     slept = []
-    planner = GLMPlanner(Settings.resolve("zai", api_key=SECRET, **settings),
-                         transport=httpx.MockTransport(handler), sleep=slept.append)
+    planner = GLMPlanner(
+        Settings.resolve("zai", api_key=SECRET, **settings), transport=httpx.MockTransport(handler), sleep=slept.append
+    )
     return planner, calls, slept
 
 
@@ -190,8 +234,9 @@ def test_401_is_auth_rejected_at_once():
 
 
 def test_429_honours_retry_after_then_succeeds():
-    planner, calls, slept = _planner([httpx.Response(429, headers={"Retry-After": "2"}),
-                                      httpx.Response(503), httpx.Response(200, json=OK)])
+    planner, calls, slept = _planner(
+        [httpx.Response(429, headers={"Retry-After": "2"}), httpx.Response(503), httpx.Response(200, json=OK)]
+    )
     result = planner.decide(request())
     assert len(calls) == 3 and result.raw.content == "DONE()"
     assert 2.0 <= slept[0] <= 2.5 and len(result.transport_retries) == 2
@@ -205,8 +250,7 @@ def test_connection_errors_exhaust_retries_into_endpoint_error():
 
 
 def test_400_shows_the_server_message():
-    planner, _, _ = _planner([httpx.Response(400, json={"error": {"message": "messages too long"}})],
-                             protocol="text")
+    planner, _, _ = _planner([httpx.Response(400, json={"error": {"message": "messages too long"}})], protocol="text")
     with pytest.raises(EndpointError, match="messages too long"):
         planner.decide(request())
 

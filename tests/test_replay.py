@@ -17,8 +17,7 @@ from agent.config import Settings
 from agent.fakeserver import FakeModelServer
 from agent.loop import Limits, run_episode
 from agent.planner import GLMPlanner, ScriptedPlanner
-from agent.replay import (LiveReplayer, ModelHealer, check, patch_difference, recorded_actions, settle_gap,
-                          simulate)
+from agent.replay import LiveReplayer, ModelHealer, check, patch_difference, recorded_actions, settle_gap, simulate
 from agent.screen import ImageScreen, Screenshot
 from agent.trajectory import JsonlRecorder, load
 from tests.conftest import cli_env
@@ -31,24 +30,36 @@ REPLIES = [
     "The field is empty.\n<|begin_of_box|>left_click(start_box='[500,497]', element_info='name field')"
     "<|end_of_box|>\nMemory: []",
     "nothing useful",
-    {"content": "Type.", "tool_calls": [{"id": "a", "type": "function",
-                                          "function": {"name": "type", "arguments": '{"content": "a.txt"}'}}]},
+    {
+        "content": "Type.",
+        "tool_calls": [
+            {"id": "a", "type": "function", "function": {"name": "type", "arguments": '{"content": "a.txt"}'}}
+        ],
+    },
     "<|begin_of_box|>left_click(start_box='[500,655]', element_info='OK button')<|end_of_box|>",
     "DONE()",
 ]
 
 
 def deskpilot(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True,
-                          env=cli_env(), timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args], capture_output=True, text=True, env=cli_env(), timeout=60
+    )
 
 
 @pytest.fixture
 def recording(tmp_path) -> Path:
     settings = Settings.resolve("vllm")
     recorder = JsonlRecorder(tmp_path / "recs", "name the file a.txt", settings.public())
-    run_episode("name the file a.txt", screen=ImageScreen(SCREENS), planner=ScriptedPlanner(list(REPLIES)),
-                executor=DryRunExecutor(), settings=settings, limits=Limits(max_steps=6), recorder=recorder)
+    run_episode(
+        "name the file a.txt",
+        screen=ImageScreen(SCREENS),
+        planner=ScriptedPlanner(list(REPLIES)),
+        executor=DryRunExecutor(),
+        settings=settings,
+        limits=Limits(max_steps=6),
+        recorder=recorder,
+    )
     return recorder.path
 
 
@@ -65,16 +76,25 @@ def edit_reply(folder: Path, step: int, attempt: int, old: str, new: str) -> Non
 
 # --- check -----------------------------------------------------------------------------
 
+
 def test_check_passes_on_a_fresh_recording(recording):
     assert check(load(recording)) == []
 
 
-@pytest.mark.parametrize("step, attempt, old, new, expected", [
-    (1, 1, "[500,497]", "[500,400]", "step 1: target was [500, 497] = image (640, 398)"),
-    (4, 1, "left_click", "left_double_click", "step 3: action was left_click(start_box='[500,655]'"),
-    (2, 1, "nothing useful", "left_click(start_box='[1,2]')", "step 2: reply 1 was rejected (UnparseableReply), "
-                                                                "now parses as left_click(start_box='[1,2]')"),
-])
+@pytest.mark.parametrize(
+    "step, attempt, old, new, expected",
+    [
+        (1, 1, "[500,497]", "[500,400]", "step 1: target was [500, 497] = image (640, 398)"),
+        (4, 1, "left_click", "left_double_click", "step 3: action was left_click(start_box='[500,655]'"),
+        (
+            2,
+            1,
+            "nothing useful",
+            "left_click(start_box='[1,2]')",
+            "step 2: reply 1 was rejected (UnparseableReply), now parses as left_click(start_box='[1,2]')",
+        ),
+    ],
+)
 def test_check_names_the_step_whose_reply_was_edited(recording, step, attempt, old, new, expected):
     edit_reply(recording, step if step < 4 else 3, attempt, old, new)
     found = check(load(recording))
@@ -131,11 +151,15 @@ def test_an_edited_example_fails_check_naming_the_step(tmp_path):
 
 # --- simulate --------------------------------------------------------------------------
 
+
 def test_simulate_reproduces_the_actions(recording):
     rec = load(recording)
     assert simulate(rec) == []
     assert [str(a) for a in recorded_actions(rec)] == [
-        "left_click at (640, 398)", "type 'a.txt'", "left_click at (640, 524)"]
+        "left_click at (640, 398)",
+        "type 'a.txt'",
+        "left_click at (640, 524)",
+    ]
 
 
 def test_simulate_names_the_step_that_changed(recording):
@@ -175,6 +199,7 @@ def test_simulate_notices_replies_that_were_never_asked_for(recording):
 
 # --- the screen comparison ---------------------------------------------------------------
 
+
 def dialog(offset=(0, 0), cursor=False, clock="12:00") -> Image.Image:
     image = Image.new("RGB", (1280, 800), (40, 40, 40))
     base = Image.open(SCREENS / "01-empty.png").convert("RGB")
@@ -201,6 +226,7 @@ def test_patch_difference_ignores_a_cursor_and_a_clock_but_not_a_moved_window():
 
 # --- execute, with a scripted screen -----------------------------------------------------
 
+
 class FakeScreen:
     def __init__(self, images):
         self.images = list(images)
@@ -215,11 +241,21 @@ class FakeScreen:
 def test_execute_performs_the_recorded_actions_and_honours_timing(recording):
     rec = load(recording)
     executor, sleeps = DryRunExecutor(), []
-    replayer = LiveReplayer(rec, FakeScreen([rec.screenshot(rec.steps[0])]), executor,
-                            speed=2.0, max_wait=0.05, log=lambda line: None, sleep=sleeps.append)
+    replayer = LiveReplayer(
+        rec,
+        FakeScreen([rec.screenshot(rec.steps[0])]),
+        executor,
+        speed=2.0,
+        max_wait=0.05,
+        log=lambda line: None,
+        sleep=sleeps.append,
+    )
     assert replayer.run() == []
     assert [(a.kind, a.points_screen) for a in executor.performed] == [
-        ("left_click", ((640, 398),)), ("type", ()), ("left_click", ((640, 524),))]
+        ("left_click", ((640, 398),)),
+        ("type", ()),
+        ("left_click", ((640, 524),)),
+    ]
     expected = [min(0.05, settle_gap(a, b) / 2) for a, b in zip(rec.steps, rec.steps[1:3])]
     assert sleeps == pytest.approx(expected)
 
@@ -228,12 +264,13 @@ def test_execute_stops_on_a_changed_screen_and_saves_both_crops(recording):
     rec = load(recording)
     moved = dialog(offset=(200, 120))
     executor = DryRunExecutor()
-    replayer = LiveReplayer(rec, FakeScreen([moved]), executor, settle=0, log=lambda line: None,
-                            sleep=lambda s: None)
+    replayer = LiveReplayer(rec, FakeScreen([moved]), executor, settle=0, log=lambda line: None, sleep=lambda s: None)
     (found,) = replayer.run()
     assert found.step == 1 and "differs around the target" in found.what and executor.performed == []
-    recorded, live = Image.open(recording / "replay" / "step-0001-recorded.png"), Image.open(
-        recording / "replay" / "step-0001-live.png")
+    recorded, live = (
+        Image.open(recording / "replay" / "step-0001-recorded.png"),
+        Image.open(recording / "replay" / "step-0001-live.png"),
+    )
     assert recorded.size == live.size == (160, 160)
     assert str(recording / "replay" / "step-0001-live.png") in found.what
 
@@ -255,8 +292,15 @@ def test_execute_with_heal_asks_the_model_and_goes_on(recording):
     with FakeModelServer(heal_brain) as server:
         settings = Settings.resolve("vllm", base_url=server.base_url)
         planner = GLMPlanner(settings)
-        replayer = LiveReplayer(rec, FakeScreen([moved]), executor, settle=0, log=lambda line: None,
-                                sleep=lambda s: None, healer=ModelHealer(planner, settings, rec.header.task))
+        replayer = LiveReplayer(
+            rec,
+            FakeScreen([moved]),
+            executor,
+            settle=0,
+            log=lambda line: None,
+            sleep=lambda s: None,
+            healer=ModelHealer(planner, settings, rec.header.task),
+        )
         assert replayer.run() == []
     # the dialog moved by (100, 60): the field's centre is now near (740, 458), OK's near (740, 584)
     # (a pixel or two off where the sent image was a lossy JPEG)
@@ -269,11 +313,17 @@ def test_execute_with_heal_asks_the_model_and_goes_on(recording):
 
 # --- execute, live: the CLI under Xvfb against the real Tk target app -----------------------
 
+
 def live_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     import os
 
-    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True,
-                          env=cli_env(DISPLAY=os.environ["DISPLAY"]), timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(DISPLAY=os.environ["DISPLAY"]),
+        timeout=timeout,
+    )
 
 
 def clicked(app) -> list[str]:
@@ -296,8 +346,18 @@ def test_execute_live_replays_stops_on_a_moved_window_and_heals(tmp_path):
     with live_support.xvfb_display(1024, 768):
         # 1. a live run of `deskpilot run` against the app, recorded
         with live_support.TargetApp(geometry=home) as app, FakeModelServer(FormBrain("report.txt")) as server:
-            proc = live_cli("run", "type report.txt and press OK", "--provider", "vllm", "--base-url",
-                            server.base_url, "--protocol", "tools", "--recordings", str(tmp_path / "recs"))
+            proc = live_cli(
+                "run",
+                "type report.txt and press OK",
+                "--provider",
+                "vllm",
+                "--base-url",
+                server.base_url,
+                "--protocol",
+                "tools",
+                "--recordings",
+                str(tmp_path / "recs"),
+            )
             assert proc.returncode == 0, proc.stdout + proc.stderr
             app.wait_for(lambda events: any(e.get("widget") == "ok" for e in events), 5)
             assert clicked(app) == ["entry", "ok"] and typed(app) == "report.txt"
@@ -321,8 +381,19 @@ def test_execute_live_replays_stops_on_a_moved_window_and_heals(tmp_path):
 
         # 4. moved, with --heal: the (fake) model finds each element again and the task completes
         with live_support.TargetApp(geometry=moved) as app, FakeModelServer(heal_brain) as server:
-            proc = live_cli("replay", str(folder), "--mode", "execute", "--speed", "4", "--settle", "0.5",
-                            "--heal", "--base-url", server.base_url)
+            proc = live_cli(
+                "replay",
+                str(folder),
+                "--mode",
+                "execute",
+                "--speed",
+                "4",
+                "--settle",
+                "0.5",
+                "--heal",
+                "--base-url",
+                server.base_url,
+            )
             assert proc.returncode == 0, proc.stdout + proc.stderr
             app.wait_for(lambda events: any(e.get("widget") == "ok" for e in events), 5)
             assert clicked(app) == ["entry", "ok"] and typed(app) == "report.txt"
@@ -359,10 +430,16 @@ def test_check_compares_the_models_own_action_on_an_edited_step(tmp_path):
 
     approve = Approver(True, stdin=io.StringIO("e\nhover(start_box='[10,10]')\n"), stdout=io.StringIO())
     recorder = JsonlRecorder(tmp_path, "t")
-    run_episode("t", screen=ImageScreen(Path(__file__).parent / "screens" / "dialog"),
-                planner=ScriptedPlanner(["left_click(start_box='[500,500]')", "DONE()"]),
-                executor=DryRunExecutor(), settings=Settings.resolve("vllm"), limits=Limits(max_steps=3),
-                recorder=recorder, approve=approve)
+    run_episode(
+        "t",
+        screen=ImageScreen(Path(__file__).parent / "screens" / "dialog"),
+        planner=ScriptedPlanner(["left_click(start_box='[500,500]')", "DONE()"]),
+        executor=DryRunExecutor(),
+        settings=Settings.resolve("vllm"),
+        limits=Limits(max_steps=3),
+        recorder=recorder,
+        approve=approve,
+    )
     rec = load(recorder.path)
     assert rec.steps[0].proposed_action["kind"] == "left_click" and rec.steps[0].action["kind"] == "hover"
     assert check(rec) == []

@@ -27,8 +27,16 @@ REPLIES = [
     "no action here " + EVIL,
     "left_drag(start_box='[100,100]', end_box='[300,400]')",
     "scroll(start_box='[500,500]', direction='down', step=3)",
-    {"content": "Done.", "tool_calls": [{"id": "d", "type": "function", "function": {
-        "name": "DONE", "arguments": '{"answer": "</pre><script>window.pwned=3</script>"}'}}]},
+    {
+        "content": "Done.",
+        "tool_calls": [
+            {
+                "id": "d",
+                "type": "function",
+                "function": {"name": "DONE", "arguments": '{"answer": "</pre><script>window.pwned=3</script>"}'},
+            }
+        ],
+    },
 ]
 
 
@@ -36,8 +44,15 @@ REPLIES = [
 def recording(tmp_path) -> Path:
     settings = Settings.resolve("openrouter", api_key="k")
     recorder = JsonlRecorder(tmp_path / "recs", "fill <the> form & press OK", settings.public())
-    run_episode("fill <the> form & press OK", screen=ImageScreen(SCREENS), planner=ScriptedPlanner(list(REPLIES)),
-                executor=DryRunExecutor(), settings=settings, limits=Limits(max_steps=6), recorder=recorder)
+    run_episode(
+        "fill <the> form & press OK",
+        screen=ImageScreen(SCREENS),
+        planner=ScriptedPlanner(list(REPLIES)),
+        executor=DryRunExecutor(),
+        settings=settings,
+        limits=Limits(max_steps=6),
+        recorder=recorder,
+    )
     return recorder.path
 
 
@@ -55,8 +70,13 @@ def test_report_escapes_model_text_and_draws_each_target(recording):
 
 
 def test_view_command_writes_the_report_and_rejects_a_bad_recording(recording, tmp_path):
-    run = lambda *a: subprocess.run([sys.executable, "-m", "agent", "view", *a], capture_output=True,  # noqa: E731
-                                    text=True, env=cli_env(), timeout=60)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "agent", "view", *a],
+        capture_output=True,  # noqa: E731
+        text=True,
+        env=cli_env(),
+        timeout=60,
+    )
     proc = run(str(recording))
     assert proc.returncode == 0 and (recording / "report.html").stat().st_size > 10_000
     proc = run(str(recording), "--link-images")
@@ -70,9 +90,17 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def chromium(tmp_path: Path, *args: str) -> str:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
-             f"--user-data-dir={tmp_path / 'chromium-profile'}"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-extensions",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ]
     proc = subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=90)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout

@@ -34,9 +34,15 @@ def episode(replies, tmp_path, approve=None, executor=None):
     executor = executor or DryRunExecutor()
     recorder = JsonlRecorder(tmp_path, "t")
     planner = ScriptedPlanner(replies)
-    kwargs = dict(screen=ImageScreen(SCREENS), planner=planner, executor=executor,
-                  settings=Settings.resolve("vllm"), limits=Limits(max_steps=5), recorder=recorder,
-                  approve=approve)
+    kwargs = dict(
+        screen=ImageScreen(SCREENS),
+        planner=planner,
+        executor=executor,
+        settings=Settings.resolve("vllm"),
+        limits=Limits(max_steps=5),
+        recorder=recorder,
+        approve=approve,
+    )
     return executor, recorder, planner, kwargs
 
 
@@ -48,7 +54,11 @@ def test_skip_and_edit_at_the_approval_prompt(tmp_path):
     assert [(a.kind, a.points_screen) for a in executor.performed] == [("left_click", ((128, 80),))]
     assert "planned: left_click(start_box='[500,500]') at (640, 400)" in out.getvalue()
     steps = load(recorder.path).steps
-    assert steps[0].decision == "skip" and steps[0].note == "skipped by the user" and steps[0].targets[0].point_screen == [640, 400]
+    assert (
+        steps[0].decision == "skip"
+        and steps[0].note == "skipped by the user"
+        and steps[0].targets[0].point_screen == [640, 400]
+    )
     assert steps[1].note.startswith("edited by the user") and steps[1].action["kind"] == "left_click"
     assert planner.calls[1].history[0].result == "skipped by the user"
 
@@ -69,8 +79,9 @@ def test_closed_stdin_never_approves(tmp_path):
     assert executor.performed == []
 
 
-@pytest.mark.parametrize("keys,asked", [("alt+F4", True), ("ctrl+alt+del", True), ("win+l", True),
-                                        ("ctrl+s", False), ("alt", False)])
+@pytest.mark.parametrize(
+    "keys,asked", [("alt+F4", True), ("ctrl+alt+del", True), ("win+l", True), ("ctrl+s", False), ("alt", False)]
+)
 def test_risky_combos_always_need_approval(keys, asked):
     approve, _ = approver("", confirm_all=False)
     assert approve.needs_approval(build_action("key", {"keys": keys})) is asked
@@ -87,8 +98,9 @@ def test_secrets_reach_only_the_executor():
         Secrets.from_task("use {{secret:TOKEN}}", env={})
 
 
-@pytest.mark.parametrize("spec,parsed", [("esc*3", ("esc", 3)), ("ctrl+alt+q", "<ctrl>+<alt>+q"),
-                                         ("F12*2", ("f12", 2))])
+@pytest.mark.parametrize(
+    "spec,parsed", [("esc*3", ("esc", 3)), ("ctrl+alt+q", "<ctrl>+<alt>+q"), ("F12*2", ("f12", 2))]
+)
 def test_hotkey_specs(spec, parsed):
     assert parse_hotkey(spec) == parsed
 
@@ -100,8 +112,7 @@ def test_bad_hotkey_specs_are_usage_errors(spec):
 
 
 def test_thinking_starved_reply_is_retried_with_thinking_off(tmp_path):
-    starved = {"choices": [{"message": {"content": "", "reasoning_content": "long " * 500},
-                            "finish_reason": "length"}]}
+    starved = {"choices": [{"message": {"content": "", "reasoning_content": "long " * 500}, "finish_reason": "length"}]}
     bodies = []
 
     def brain(body):
@@ -111,8 +122,14 @@ def test_thinking_starved_reply_is_retried_with_thinking_off(tmp_path):
     with FakeModelServer(brain) as server:
         settings = Settings.resolve("siliconflow", api_key="k", base_url=server.base_url, thinking=True)
         planner = GLMPlanner(settings)
-        result = run_episode("t", screen=ImageScreen(SCREENS), planner=planner, executor=DryRunExecutor(),
-                             settings=settings, recorder=JsonlRecorder(tmp_path, "t"))
+        result = run_episode(
+            "t",
+            screen=ImageScreen(SCREENS),
+            planner=planner,
+            executor=DryRunExecutor(),
+            settings=settings,
+            recorder=JsonlRecorder(tmp_path, "t"),
+        )
     assert result.outcome.status == "done"
     assert bodies[0]["enable_thinking"] is True and bodies[1]["enable_thinking"] is False
     assert result.steps[0].attempts[0].error_type == "EmptyReply"
@@ -120,23 +137,44 @@ def test_thinking_starved_reply_is_retried_with_thinking_off(tmp_path):
 
 def test_no_secret_or_key_in_any_artifact_of_a_run(tmp_path):
     secret, key = "s3cr3t-Value-42", "sk-live-ABCDEFGHIJKLMNOPQRSTUV"
-    replies = iter([
-        "I will type the password.\ntype(content='{{secret:PW}}')",
-        f"The server echoed {key} and {secret}. DONE()",  # a leak from the model side is scrubbed too
-    ])
+    replies = iter(
+        [
+            "I will type the password.\ntype(content='{{secret:PW}}')",
+            f"The server echoed {key} and {secret}. DONE()",  # a leak from the model side is scrubbed too
+        ]
+    )
     with FakeModelServer(lambda body: next(replies)) as server:
         proc = subprocess.run(
-            [sys.executable, "-m", "agent", "run", "sign in with {{secret:PW}}", "--provider", "openai",
-             "--base-url", server.base_url, "--api-key", key, "--screens", str(SCREENS),
-             "--recordings", str(tmp_path)],
-            capture_output=True, text=True, timeout=60, env=cli_env(DESKPILOT_SECRET_PW=secret))
+            [
+                sys.executable,
+                "-m",
+                "agent",
+                "run",
+                "sign in with {{secret:PW}}",
+                "--provider",
+                "openai",
+                "--base-url",
+                server.base_url,
+                "--api-key",
+                key,
+                "--screens",
+                str(SCREENS),
+                "--recordings",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=cli_env(DESKPILOT_SECRET_PW=secret),
+        )
         auth = server.headers[0].get("Authorization")
         sent = json.dumps(server.requests)
     assert proc.returncode == 0, proc.stderr
     assert auth == f"Bearer {key}" and secret not in sent  # the model sees the placeholder only
     assert "{{secret:PW}}" in sent
-    artifacts = [proc.stdout, proc.stderr] + [p.read_bytes().decode("utf-8", "replace")
-                                             for p in tmp_path.rglob("*") if p.is_file()]
+    artifacts = [proc.stdout, proc.stderr] + [
+        p.read_bytes().decode("utf-8", "replace") for p in tmp_path.rglob("*") if p.is_file()
+    ]
     assert len(artifacts) > 5
     for text in artifacts:
         assert secret not in text and key not in text
@@ -149,8 +187,15 @@ def test_recorder_scrubs_secrets_as_they_stand_inside_json(tmp_path):
     secret = 'pa"ss\\wörd'  # a quote and a backslash are escaped in JSON text
     secrets = Secrets({"PW": secret})
     recorder = JsonlRecorder(tmp_path, "log in with {{secret:PW}}", scrub=secrets.scrub)
-    recorder.write_step(Step(step=1, started_at=0.0, screenshot="", geometry=Geometry(left=0, top=0, width=1, height=1),
-                             thought=f"the password is {secret}"))
+    recorder.write_step(
+        Step(
+            step=1,
+            started_at=0.0,
+            screenshot="",
+            geometry=Geometry(left=0, top=0, width=1, height=1),
+            thought=f"the password is {secret}",
+        )
+    )
     recorder.finish(Outcome(status="done", message=f"typed {secret}"))
     written = "".join(p.read_text(encoding="utf-8") for p in recorder.path.rglob("*") if p.is_file())
     assert json.dumps(secret, ensure_ascii=False)[1:-1] not in written and "wörd" not in written

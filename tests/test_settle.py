@@ -168,7 +168,7 @@ def test_for_screen_falls_back_to_capture(tmp_path):
 
 # --- live, under Xvfb ----------------------------------------------------------------------
 
-APP = r'''
+APP = r"""
 import sys, threading, queue, tkinter as tk
 root = tk.Tk()
 root.geometry("420x300+40+40")
@@ -205,14 +205,18 @@ def ready():
 root.after(300, ready)
 root.after(5, poll)
 root.mainloop()
-'''
+"""
 
 
 @contextmanager
 def _own_xvfb(width: int, height: int):
     """Xvfb (+ openbox when installed) on a free display, with DISPLAY set."""
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    xvfb = subprocess.Popen(
+        ["Xvfb", "-displayfd", "1", "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     procs = [xvfb]
     old = os.environ.get("DISPLAY")
     try:
@@ -253,8 +257,13 @@ def live_app(tmp_path):
     script = tmp_path / "animated_app.py"
     script.write_text(APP)
     with _display(800, 600):
-        app = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True)
+        app = subprocess.Popen(
+            [sys.executable, str(script)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=lambda: [lines.put(line.strip()) for line in app.stdout], daemon=True).start()
 

@@ -27,10 +27,14 @@ from tests.fake_brains import FormBrain, steps_done
 SCREENS = Path(__file__).parent / "screens" / "dialog"
 REPLIES = [
     "The field is empty.\n<|begin_of_box|>left_click(start_box='[500,497]', element_info='name field')"
-    "<|end_of_box|>\nMemory: [\"started\"]",
+    '<|end_of_box|>\nMemory: ["started"]',
     "nothing useful",
-    {"content": "Type.", "tool_calls": [{"id": "a", "type": "function",
-                                          "function": {"name": "type", "arguments": '{"content": "a.txt"}'}}]},
+    {
+        "content": "Type.",
+        "tool_calls": [
+            {"id": "a", "type": "function", "function": {"name": "type", "arguments": '{"content": "a.txt"}'}}
+        ],
+    },
     "DONE(answer='ok')",
 ]
 
@@ -38,9 +42,15 @@ REPLIES = [
 def record(tmp_path: Path, settings: Settings | None = None, origin=(0, 0), scale=1.0) -> Path:
     settings = settings or Settings.resolve("siliconflow", api_key="sk-very-secret-1234")
     recorder = JsonlRecorder(tmp_path / "recs", "name the file", settings.public())
-    run_episode("name the file", screen=ImageScreen(SCREENS, origin=origin, scale=scale),
-                planner=ScriptedPlanner(list(REPLIES)), executor=DryRunExecutor(), settings=settings,
-                limits=Limits(max_steps=5), recorder=recorder)
+    run_episode(
+        "name the file",
+        screen=ImageScreen(SCREENS, origin=origin, scale=scale),
+        planner=ScriptedPlanner(list(REPLIES)),
+        executor=DryRunExecutor(),
+        settings=settings,
+        limits=Limits(max_steps=5),
+        recorder=recorder,
+    )
     return recorder.path
 
 
@@ -50,13 +60,19 @@ def test_schema_round_trip(tmp_path):
     assert rec.header.schema_version == SCHEMA_VERSION == 1
     assert (rec.header.provider, rec.header.model, rec.header.protocol) == ("siliconflow", "zai-org/GLM-4.5V", "auto")
     assert rec.header.monitor.model_dump() == {"left": -1280, "top": 0, "width": 1280, "height": 800, "scale": 2.0}
-    assert rec.header.prices.model_dump() == {"input_per_million": 0.14, "output_per_million": 0.86,
-                                              "source": "preset siliconflow"}
+    assert rec.header.prices.model_dump() == {
+        "input_per_million": 0.14,
+        "output_per_million": 0.86,
+        "source": "preset siliconflow",
+    }
     assert rec.header.max_image_tokens == 2700 and rec.header.monitor_index == 1
     assert rec.outcome.status == "done" and rec.outcome.answer == "ok" and len(rec.steps) == 3
     first, second = rec.steps[0], rec.steps[1]
-    assert first.targets[0].model_dump() == {"box_model": [500, 497], "point_image": [640, 398],
-                                             "point_screen": [-1280 + 320, 199]}
+    assert first.targets[0].model_dump() == {
+        "box_model": [500, 497],
+        "point_image": [640, 398],
+        "point_screen": [-1280 + 320, 199],
+    }
     assert first.memory == ["started"] and first.sent.tokens > 0 and first.sent.width == 1280
     assert [a.error_type for a in second.attempts] == ["UnparseableReply", None]
     assert second.attempts[1].raw["tool_calls"][0]["function"]["name"] == "type"
@@ -93,6 +109,7 @@ def test_a_run_killed_mid_line_loads_without_the_cut_off_step(tmp_path):
 
 
 # --- the loader's errors: each names the file (and line) ---------------------------------
+
 
 def _missing_header(folder):
     (folder / "header.json").unlink()
@@ -156,8 +173,18 @@ def _no_folder(folder):
     return ": no such recording folder"
 
 
-CORRUPTIONS = [_missing_header, _missing_steps, _truncated_last_line, _bad_middle_line, _wrong_field,
-               _unknown_version, _garbage_screenshot, _truncated_screenshot, _missing_screenshot, _no_folder]
+CORRUPTIONS = [
+    _missing_header,
+    _missing_steps,
+    _truncated_last_line,
+    _bad_middle_line,
+    _wrong_field,
+    _unknown_version,
+    _garbage_screenshot,
+    _truncated_screenshot,
+    _missing_screenshot,
+    _no_folder,
+]
 
 
 @pytest.mark.parametrize("corrupt", CORRUPTIONS, ids=lambda f: f.__name__.strip("_"))
@@ -171,6 +198,7 @@ def test_corrupted_recordings_give_clear_errors(tmp_path, corrupt):
 
 # --- a real run killed with SIGKILL ------------------------------------------------------
 
+
 def test_sigkill_mid_run_leaves_a_loadable_recording(tmp_path):
     release = threading.Event()
     form = FormBrain("report.txt")
@@ -182,10 +210,25 @@ def test_sigkill_mid_run_leaves_a_loadable_recording(tmp_path):
 
     with FakeModelServer(brain) as server:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "name the file report.txt and press OK",
-             "--provider", "vllm", "--base-url", server.base_url, "--screens", str(SCREENS),
-             "--recordings", str(tmp_path)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env())
+            [
+                sys.executable,
+                "-m",
+                "agent",
+                "run",
+                "name the file report.txt and press OK",
+                "--provider",
+                "vllm",
+                "--base-url",
+                server.base_url,
+                "--screens",
+                str(SCREENS),
+                "--recordings",
+                str(tmp_path),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=cli_env(),
+        )
         try:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
@@ -212,7 +255,12 @@ def test_sigkill_mid_run_leaves_a_loadable_recording(tmp_path):
 def test_corrupted_recordings_exit_2_from_the_cli_without_a_traceback(tmp_path, corrupt):
     folder = record(tmp_path)
     expected = corrupt(folder)
-    proc = subprocess.run([sys.executable, "-m", "agent", "replay", str(folder)], capture_output=True,
-                          text=True, env=cli_env(), timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "replay", str(folder)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert expected in proc.stderr and str(folder) in proc.stderr and "Traceback" not in proc.stderr

@@ -49,12 +49,29 @@ def main() -> None:
     root.geometry(args.geometry)
     root.configure(background="#D0D0D0")
 
-    ok = tk.Button(root, text="OK", font=("Helvetica", 20, "bold"), background=MAGENTA,
-                   activebackground=MAGENTA, foreground="black", activeforeground="black",
-                   relief="flat", borderwidth=0, highlightthickness=0)
+    ok = tk.Button(
+        root,
+        text="OK",
+        font=("Helvetica", 20, "bold"),
+        background=MAGENTA,
+        activebackground=MAGENTA,
+        foreground="black",
+        activeforeground="black",
+        relief="flat",
+        borderwidth=0,
+        highlightthickness=0,
+    )
     text = tk.StringVar(root)
-    entry = tk.Entry(root, textvariable=text, background=CYAN, foreground="black",
-                     font=("DejaVu Sans", 16), relief="flat", borderwidth=0, highlightthickness=0)
+    entry = tk.Entry(
+        root,
+        textvariable=text,
+        background=CYAN,
+        foreground="black",
+        font=("DejaVu Sans", 16),
+        relief="flat",
+        borderwidth=0,
+        highlightthickness=0,
+    )
     canvas = tk.Canvas(root, background=YELLOW, borderwidth=0, highlightthickness=0)
     # Relative placement keeps the layout sensible for any --geometry and off the top-left.
     ok.place(relx=0.55, rely=0.08, relwidth=0.3, relheight=0.22)
@@ -63,19 +80,29 @@ def main() -> None:
     widgets = {"ok": ok, "entry": entry, "canvas": canvas, "window": root}
 
     def rect(w: tk.Misc) -> dict:
-        return {"x": w.winfo_rootx(), "y": w.winfo_rooty(), "width": w.winfo_width(),
-                "height": w.winfo_height()}
+        return {"x": w.winfo_rootx(), "y": w.winfo_rooty(), "width": w.winfo_width(), "height": w.winfo_height()}
 
     # Click logging sits on its own bind tag so the widgets' class bindings (entry focus,
     # button press) and the <Double-Button-1> binding all still fire.
     for name, widget in widgets.items():
         widget.bindtags(("clicklog_" + name,) + widget.bindtags())
-        root.bind_class("clicklog_" + name, "<ButtonPress>", lambda e, n=name: (
-            log("click", widget=n, button=e.num, x_root=e.x_root, y_root=e.y_root)
-            if e.num in (1, 2, 3) and (n != "window" or e.widget is root) else None))
-        widget.bind("<Double-Button-1>", lambda e, n=name: log(
-            "double_click", widget=n, x_root=e.x_root, y_root=e.y_root)
-            if n != "window" or e.widget is root else None)
+        root.bind_class(
+            "clicklog_" + name,
+            "<ButtonPress>",
+            lambda e, n=name: (
+                log("click", widget=n, button=e.num, x_root=e.x_root, y_root=e.y_root)
+                if e.num in (1, 2, 3) and (n != "window" or e.widget is root)
+                else None
+            ),
+        )
+        widget.bind(
+            "<Double-Button-1>",
+            lambda e, n=name: (
+                log("double_click", widget=n, x_root=e.x_root, y_root=e.y_root)
+                if n != "window" or e.widget is root
+                else None
+            ),
+        )
 
     text.trace_add("write", lambda *_: log("entry", text=text.get()))
     entry.bind("<KeyPress>", lambda e: log("key", keysym=e.keysym, state=e.state, char=e.char))
@@ -98,17 +125,26 @@ def main() -> None:
     canvas.bind("<B1-Motion>", motion)
     canvas.bind("<ButtonRelease-1>", release)
     for button, direction in ((4, "up"), (5, "down")):
-        canvas.bind(f"<Button-{button}>", lambda e, d=direction: log(
-            "scroll", direction=d, x_root=e.x_root, y_root=e.y_root))
-    canvas.bind("<MouseWheel>", lambda e: log(  # Windows and macOS
-        "scroll", direction="up" if e.delta > 0 else "down", x_root=e.x_root, y_root=e.y_root))
+        canvas.bind(
+            f"<Button-{button}>", lambda e, d=direction: log("scroll", direction=d, x_root=e.x_root, y_root=e.y_root)
+        )
+    canvas.bind(
+        "<MouseWheel>",
+        lambda e: log(  # Windows and macOS
+            "scroll", direction="up" if e.delta > 0 else "down", x_root=e.x_root, y_root=e.y_root
+        ),
+    )
 
     def announce() -> None:
         root.lift()
         root.focus_force()
         root.update_idletasks()
-        log("ready", window=rect(root), widgets={n: rect(w) for n, w in widgets.items() if w is not root},
-            screen={"width": root.winfo_screenwidth(), "height": root.winfo_screenheight()})
+        log(
+            "ready",
+            window=rect(root),
+            widgets={n: rect(w) for n, w in widgets.items() if w is not root},
+            screen={"width": root.winfo_screenwidth(), "height": root.winfo_screenheight()},
+        )
 
     # Wait until the window manager has mapped and placed the window, then let it settle.
     root.wait_visibility(root)
