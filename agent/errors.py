@@ -41,7 +41,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (EXIT_DONE, "the model declared the task done (replay: every step matched or was healed)"),
     (
         EXIT_NOT_DONE,
-        "the model declared it infeasible, a step/time/cost budget ran out, or it got stuck (replay: a step differed)",
+        "the model declared it infeasible, a step/time/cost budget ran out (replay: a step differed)",
     ),
     (EXIT_USAGE, "usage or configuration error (bad flags, missing key, no display, unreadable recording, disk full)"),
     (EXIT_ENDPOINT, "the model endpoint failed (key rejected, unreachable or malformed replies after retries)"),
