@@ -139,6 +139,9 @@ class Settings(BaseModel):
         """The settings safe to record: everything but the key."""
         data = self.model_dump(exclude={"api_key"})
         data["api_key_set"] = self.api_key is not None
+        preset = self.preset
+        same = (preset.price_in, preset.price_out) == (self.price_in, self.price_out)
+        data["price_source"] = f"preset {preset.name}" if same else "override"
         return data
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:

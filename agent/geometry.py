@@ -96,10 +96,25 @@ def screen_to_image(point_screen: tuple[int, int], monitor: MonitorGeometry) -> 
     )
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where one point of an action lands, in all three spaces (recorded as is in each step)."""
+
+    box_model: tuple[int, ...]  # the model's point [x, y] or box [x1, y1, x2, y2], thousandths
+    point_image: tuple[int, int]  # pixel of the captured image
+    point_screen: tuple[int, int]  # what the input library moves to
+
+
 def ground(box_model: tuple[int, ...], monitor: MonitorGeometry) -> tuple[tuple[int, int], tuple[int, int]]:
     """A model-space point or box -> (pixel in image space, point in screen space)."""
     point_image = model_to_image(box_center(box_model), monitor.size_image)
     return point_image, image_to_screen(point_image, monitor)
+
+
+def ground_box(box_model: tuple[int, ...], monitor: MonitorGeometry) -> Target:
+    """A model-space point or box grounded on ``monitor``: the Target in all three spaces."""
+    point_image, point_screen = ground(box_model, monitor)
+    return Target(tuple(box_model), point_image, point_screen)
 
 
 # --- image-token cost -------------------------------------------------------------

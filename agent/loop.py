@@ -21,13 +21,13 @@ from actions.executor import Executor
 from actions.schema import TERMINAL_KINDS, Action, action_to_call
 from agent.config import Settings
 from agent.errors import DeskpilotError, EmptyReply, Interrupted, ModelError
-from agent.geometry import ground
+from agent.geometry import MonitorGeometry, Target, ground_box
 from agent.parsing import parse_reply
 from agent.planner import Planner
 from agent.protocol import HistoryEntry, StepRequest
 from agent.safety import Decision
 from agent.screen import Screen, prepare_for_model
-from agent.trajectory import Attempt, Geometry, JsonlRecorder, Outcome, SentInfo, Step, Target
+from agent.trajectory import Attempt, JsonlRecorder, Outcome, SentInfo, Step
 
 
 @dataclass(frozen=True)
@@ -47,18 +47,10 @@ class EpisodeResult:
     recording: str | None = None
 
 
-def ground_action(action: Action, geometry: Geometry) -> list[Target]:
+def ground_action(action: Action, monitor: MonitorGeometry) -> list[Target]:
     """Targets of a pointing action or drag in all three spaces; [] for the rest."""
-    monitor = geometry.monitor()
-    targets = []
-    for name in ("start_box", "end_box"):
-        box_model = getattr(action, name, None)
-        if box_model is not None:
-            point_image, point_screen = ground(box_model, monitor)
-            targets.append(
-                Target(box_model=list(box_model), point_image=list(point_image), point_screen=list(point_screen))
-            )
-    return targets
+    boxes = (getattr(action, name, None) for name in ("start_box", "end_box"))
+    return [ground_box(box_model, monitor) for box_model in boxes if box_model is not None]
 
 
 def run_episode(
@@ -205,7 +197,7 @@ def _run_step(
         step=number,
         started_at=time.time(),
         screenshot="",
-        geometry=Geometry.of(shot.monitor),
+        geometry=shot.monitor,
         sent=SentInfo(
             width=sent.size[0], height=sent.size[1], encoding=sent.encoding, bytes=sent.n_bytes, tokens=sent.tokens
         ),
@@ -271,7 +263,7 @@ def _run_step(
         if action is not None and action.kind not in TERMINAL_KINDS:
             t_exec = time.monotonic()
             try:
-                executor.execute(action, [tuple(t.point_screen) for t in step.targets])
+                executor.execute(action, [t.point_screen for t in step.targets])
             except ModelError as exc:  # e.g. a key name no keyboard has: the model sees why
                 step.error = f"{type(exc).__name__}: {exc}"
                 result_note = f"failed: {exc}"

@@ -46,7 +46,8 @@ from PIL import Image, ImageChops, ImageStat
 from actions.schema import ACTION_ADAPTER, TERMINAL_KINDS, Action, action_to_call
 from agent.argtypes import nonneg_float, positive_float
 from agent.errors import EXIT_DONE, EXIT_NOT_DONE, EndpointError, Interrupted, ModelError, UsageError
-from agent.trajectory import Geometry, Recording, Step, Target, load
+from agent.geometry import Target
+from agent.trajectory import Recording, Step, load
 
 PATCH_SCREEN = 160  # side of the compared square, in screen units
 GRID = 20  # the patch is shrunk to GRID x GRID cells before comparing
@@ -141,8 +142,7 @@ def _differs(
 
 def _points(targets: list[Target]) -> str:
     return (
-        " -> ".join(f"{t.box_model} = image {tuple(t.point_image)} = screen {tuple(t.point_screen)}" for t in targets)
-        or "none"
+        " -> ".join(f"{list(t.box_model)} = image {t.point_image} = screen {t.point_screen}" for t in targets) or "none"
     )
 
 
@@ -379,7 +379,7 @@ class LiveReplayer:
                 self.sleep(min(self.max_wait, settle_gap(previous, step) / self.speed))
             previous = step
             action = ACTION_ADAPTER.validate_python(step.action)
-            points = [tuple(t.point_screen) for t in step.targets]
+            points = [t.point_screen for t in step.targets]
             how = ""
             if step.targets:
                 shot, compared = self._look(step)
@@ -420,7 +420,7 @@ class LiveReplayer:
         """The recorded image pixels on the live monitor (its origin and scale may differ)."""
         from agent.geometry import image_to_screen
 
-        return [image_to_screen(tuple(t.point_image), monitor) for t in targets]
+        return [image_to_screen(t.point_image, monitor) for t in targets]
 
     def _save(self, step: Step, compared: Compared) -> tuple[Path, Path]:
         self.out.mkdir(exist_ok=True)
@@ -448,7 +448,7 @@ class ModelHealer:
         from agent.screen import prepare_for_model
 
         sent = prepare_for_model(shot, self.settings.max_image_tokens, self.settings.image_encoding)
-        live = Geometry.of(shot.monitor)
+        live = shot.monitor
         what = getattr(action, "element_info", "") or step.thought or "the element it acted on"
         task = (
             f"{self.task}\n\nThis step is being replayed and the screen has changed since it was "
@@ -465,7 +465,7 @@ class ModelHealer:
                 feedback = f"{type(exc).__name__}: {exc}"
                 continue
             if len(targets) == len(step.targets):
-                return [tuple(t.point_screen) for t in targets]
+                return [t.point_screen for t in targets]
             feedback = f"give a {action.kind} with {len(step.targets)} point(s), as recorded"
         raise _HealFailed(f"the model did not re-locate {what!r} ({feedback})")
 

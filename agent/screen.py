@@ -27,6 +27,7 @@ from agent.geometry import PATCH, MonitorGeometry, fit_to_tokens, image_tokens
 DEFAULT_IMAGE_TOKENS = 2700  # about what a 1920x1080 screenshot costs (2,691)
 PNG_LEVEL = 1  # zlib level for png: see encode_image for the measurements
 JPEG_QUALITY = 90
+THUMB_WIDTH = 480  # the settle probe's thumbnail is about this wide (block average of the screen)
 
 
 @dataclass
@@ -147,6 +148,13 @@ def prepare_for_model(
     return encode_image(shot.image, size, encoding)
 
 
+def thumbnail(image: Image.Image, width: int = THUMB_WIDTH) -> Image.Image:
+    """A grayscale block average of ``image`` about ``width`` pixels wide."""
+    factor = max(1, image.width // width)
+    small = image.reduce(factor) if factor > 1 else image
+    return small.convert("L")
+
+
 class ImageScreen:
     """Mocked screens from PNG files: one file, or a folder served in name order.
 
@@ -235,6 +243,11 @@ class MssScreen:
         scale = image.width / self.region["width"]
         geometry = MonitorGeometry(self.region["left"], self.region["top"], image.width, image.height, scale)
         return Screenshot(image, geometry, time.time(), source=f"mss:{self.monitor_index}")
+
+    def thumbnail(self, width: int = THUMB_WIDTH) -> Image.Image:
+        """A small grayscale image of the monitor (the settle probe): no Screenshot is built."""
+        raw = self._mss.grab(self.region)
+        return thumbnail(Image.frombytes("RGB", raw.size, raw.raw, "raw", "BGRX"), width)
 
     def close(self) -> None:
         self._mss.close()

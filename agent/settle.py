@@ -20,8 +20,8 @@ The window is short on purpose: an app that shows nothing for longer than ``quie
 after an action and then changes (a slow launch) is caught by the next step's capture
 instead, and the model can answer WAIT.
 
-``AdaptiveSettle.for_screen(screen)`` builds one for an ``MssScreen``, sharing its mss
-instance and monitor region; any other screen is probed through ``capture()``.
+``AdaptiveSettle.for_screen(screen)`` probes ``screen.thumbnail()`` (``MssScreen`` has a cheap
+one); any other screen is probed through ``capture()``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any
 
 from PIL import Image, ImageChops
 
-THUMB_WIDTH = 480  # the probe's thumbnail is about this wide (block average of the screen)
+from agent.screen import thumbnail
 
 
 @dataclass(frozen=True)
@@ -49,13 +49,6 @@ class SettleConfig:
     def __post_init__(self) -> None:
         if not (self.quiet_s >= 0 and self.max_s >= 0 and self.poll_s > 0):
             raise ValueError("settle times must not be negative, and the poll interval must be positive")
-
-
-def thumbnail(image: Image.Image, width: int = THUMB_WIDTH) -> Image.Image:
-    """A grayscale block average of ``image`` about ``width`` pixels wide."""
-    factor = max(1, image.width // width)
-    small = image.reduce(factor) if factor > 1 else image
-    return small.convert("L")
 
 
 def changed_fraction(before: Image.Image, after: Image.Image, pixel_threshold: int = 16) -> float:
@@ -89,19 +82,9 @@ class AdaptiveSettle:
 
     @classmethod
     def for_screen(cls, screen: Any, config: SettleConfig | None = None) -> AdaptiveSettle:
-        """An adaptive settle for a screen: MssScreen is grabbed directly with its own mss
-        instance and region (no full Screenshot built); anything else through capture()."""
-        grabber, region = getattr(screen, "_mss", None), getattr(screen, "region", None)
-        if grabber is not None and region is not None:
-
-            def probe() -> Image.Image:
-                raw = grabber.grab(region)
-                return thumbnail(Image.frombytes("RGB", raw.size, raw.raw, "raw", "BGRX"))
-        else:
-
-            def probe() -> Image.Image:
-                return thumbnail(screen.capture().image)
-
+        """An adaptive settle probing ``screen.thumbnail()`` when the screen has one (MssScreen
+        grabs its region without building a Screenshot), else a thumbnail of ``capture()``."""
+        probe = getattr(screen, "thumbnail", None) or (lambda: thumbnail(screen.capture().image))
         return cls(probe, config)
 
     def __call__(self) -> float:

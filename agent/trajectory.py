@@ -42,7 +42,6 @@ is the step that was being written; it is dropped and the outcome says so.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -58,28 +57,11 @@ from pydantic import BaseModel, Field, ValidationError
 
 from agent import __version__
 from agent.errors import UsageError
-from agent.geometry import MonitorGeometry
+from agent.geometry import MonitorGeometry, Target
 
 SCHEMA_VERSION = 1
 OutcomeStatus = Literal["done", "fail", "max_steps", "max_time", "max_cost", "interrupted", "error", "incomplete"]
 _SECRET_KEYS = frozenset({"api_key", "apikey", "authorization", "key", "token", "password"})
-
-
-class Geometry(BaseModel):
-    """A monitor in screen space: origin (may be negative), size in image pixels, image px per screen unit."""
-
-    left: int
-    top: int
-    width: int
-    height: int
-    scale: float = 1.0
-
-    @classmethod
-    def of(cls, monitor: MonitorGeometry) -> Geometry:
-        return cls(**dataclasses.asdict(monitor))
-
-    def monitor(self) -> MonitorGeometry:
-        return MonitorGeometry(**self.model_dump())
 
 
 class SentInfo(BaseModel):
@@ -106,14 +88,6 @@ class Attempt(BaseModel):
     protocol: str = ""
 
 
-class Target(BaseModel):
-    """Where a pointing action lands, in all three coordinate spaces."""
-
-    box_model: list[int]
-    point_image: list[int]
-    point_screen: list[int]
-
-
 class Timings(BaseModel):
     capture_s: float = 0.0
     model_s: float = 0.0
@@ -127,7 +101,7 @@ class Step(BaseModel):
     step: int
     started_at: float  # Unix time
     screenshot: str  # path relative to the recording folder
-    geometry: Geometry
+    geometry: MonitorGeometry
     sent: SentInfo | None = None
     # the request summary
     prompt_text: str = Field("", description="the request's text, images shown as [image WxH]")
@@ -176,7 +150,7 @@ class Header(BaseModel):
     thinking: bool = False
     max_image_tokens: int | None = None  # the image budget per screenshot
     monitor_index: int | None = None  # mss numbering
-    monitor: Geometry | None = None  # set from the first step's capture
+    monitor: MonitorGeometry | None = None  # set from the first step's capture
     prices: Prices | None = None
     settings: dict[str, Any] = Field(default_factory=dict)  # every public setting, never a key
 
@@ -224,7 +198,7 @@ def make_header(task: str, settings: dict[str, Any] | None, mode: str = "run") -
         prices = Prices(
             input_per_million=public.get("price_in") or 0.0,
             output_per_million=public.get("price_out") or 0.0,
-            source=_price_source(public),
+            source=public.get("price_source", ""),
         )
     return Header(
         task=task,
@@ -239,15 +213,6 @@ def make_header(task: str, settings: dict[str, Any] | None, mode: str = "run") -
         prices=prices,
         settings=public,
     )
-
-
-def _price_source(public: dict[str, Any]) -> str:
-    from agent.config import PROVIDERS
-
-    preset = PROVIDERS.get(public.get("provider", ""))
-    if preset and (preset.price_in, preset.price_out) == (public.get("price_in"), public.get("price_out")):
-        return f"preset {preset.name}"
-    return "override"
 
 
 class JsonlRecorder:
@@ -306,7 +271,7 @@ class JsonlRecorder:
     def write_step(self, step: Step) -> None:
         self._wait_for_screenshots()
         if self.header.monitor is None:  # the monitor is known once something was captured
-            self.header.monitor = step.geometry.model_copy()
+            self.header.monitor = step.geometry
             self._write_json(self.path / "header.json", self.header)
         self._steps.write(self._scrub(step.model_dump_json()) + "\n")
         self._steps.flush()

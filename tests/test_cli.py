@@ -55,7 +55,7 @@ def test_dry_run_against_a_fake_server(tmp_path, protocol):
     (folder,) = tmp_path.iterdir()
     rec = load(folder)
     assert rec.outcome.status == "done" and len(rec.steps) == 4
-    assert [t.point_screen for s in rec.steps for t in s.targets] == [[640, 398], [640, 524]]
+    assert [t.point_screen for s in rec.steps for t in s.targets] == [(640, 398), (640, 524)]
 
 
 def test_help_works_without_a_display():

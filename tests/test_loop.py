@@ -56,7 +56,7 @@ def test_click_type_done_with_exact_pixels(tmp_path):
     planner.assert_complete()
     rec = load(recorder.path)
     assert [s.action["kind"] for s in rec.steps] == ["left_click", "type", "left_click", "DONE"]
-    assert rec.steps[0].targets[0].box_model == [500, 497] and rec.steps[0].targets[0].point_image == [640, 398]
+    assert rec.steps[0].targets[0].box_model == (500, 497) and rec.steps[0].targets[0].point_image == (640, 398)
     assert rec.outcome.status == "done" and (recorder.path / rec.steps[0].screenshot).is_file()
     # the history given to the model grows, with the last screenshots at half size
     assert len(planner.calls[3].history) == 3 and planner.calls[3].history[0].image.size == (640, 400)

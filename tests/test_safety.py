@@ -57,7 +57,7 @@ def test_skip_and_edit_at_the_approval_prompt(tmp_path):
     assert (
         steps[0].decision == "skip"
         and steps[0].note == "skipped by the user"
-        and steps[0].targets[0].point_screen == [640, 400]
+        and steps[0].targets[0].point_screen == (640, 400)
     )
     assert steps[1].note.startswith("edited by the user") and steps[1].action["kind"] == "left_click"
     assert planner.calls[1].history[0].result == "skipped by the user"
@@ -182,7 +182,8 @@ def test_no_secret_or_key_in_any_artifact_of_a_run(tmp_path):
 
 
 def test_recorder_scrubs_secrets_as_they_stand_inside_json(tmp_path):
-    from agent.trajectory import Geometry, Outcome, Step
+    from agent.geometry import MonitorGeometry
+    from agent.trajectory import Outcome, Step
 
     secret = 'pa"ss\\wörd'  # a quote and a backslash are escaped in JSON text
     secrets = Secrets({"PW": secret})
@@ -192,7 +193,7 @@ def test_recorder_scrubs_secrets_as_they_stand_inside_json(tmp_path):
             step=1,
             started_at=0.0,
             screenshot="",
-            geometry=Geometry(left=0, top=0, width=1, height=1),
+            geometry=MonitorGeometry(left=0, top=0, width=1, height=1),
             thought=f"the password is {secret}",
         )
     )

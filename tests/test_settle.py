@@ -136,7 +136,7 @@ class FakeShot:
         self.raw = bytearray(image.convert("RGBA").tobytes("raw", "BGRA"))
 
 
-def test_for_screen_grabs_the_mss_region_directly():
+def test_for_screen_probes_the_screens_thumbnail_not_full_captures():
     grabs = []
     frame = FakeShot(screen())
 
@@ -145,16 +145,15 @@ def test_for_screen_grabs_the_mss_region_directly():
             grabs.append(region)
             return frame
 
-    class FakeMssScreen:
-        _mss = FakeMss()
-        region = {"left": 0, "top": 0, "width": 1920, "height": 1080}
+    from agent.screen import MssScreen
 
-        def capture(self):  # pragma: no cover - must not be used
-            raise AssertionError("settle must not build full screenshots")
-
-    settle = AdaptiveSettle.for_screen(FakeMssScreen(), SettleConfig(quiet_s=0.0))
+    live = MssScreen.__new__(MssScreen)  # an MssScreen over a fake mss: no display needed
+    live._mss, live.region = FakeMss(), {"left": 0, "top": 0, "width": 1920, "height": 1080}
+    live.capture = lambda: (_ for _ in ()).throw(AssertionError("settle must not build full screenshots"))
+    settle = AdaptiveSettle.for_screen(live, SettleConfig(quiet_s=0.0))
     settle()
-    assert settle.probes == 1 and grabs == [FakeMssScreen.region]
+    assert settle.probes == 1 and grabs == [live.region]
+    assert live.thumbnail().mode == "L" and live.thumbnail().width <= 480
 
 
 def test_for_screen_falls_back_to_capture(tmp_path):

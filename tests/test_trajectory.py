@@ -17,6 +17,7 @@ from actions.executor import DryRunExecutor
 from agent.config import Settings
 from agent.errors import UsageError
 from agent.fakeserver import FakeModelServer
+from agent.geometry import MonitorGeometry, Target
 from agent.loop import Limits, run_episode
 from agent.planner import ScriptedPlanner
 from agent.screen import ImageScreen
@@ -59,7 +60,7 @@ def test_schema_round_trip(tmp_path):
     rec = load(folder)
     assert rec.header.schema_version == SCHEMA_VERSION == 1
     assert (rec.header.provider, rec.header.model, rec.header.protocol) == ("siliconflow", "zai-org/GLM-4.5V", "auto")
-    assert rec.header.monitor.model_dump() == {"left": -1280, "top": 0, "width": 1280, "height": 800, "scale": 2.0}
+    assert rec.header.monitor == MonitorGeometry(-1280, 0, 1280, 800, 2.0)
     assert rec.header.prices.model_dump() == {
         "input_per_million": 0.14,
         "output_per_million": 0.86,
@@ -68,11 +69,7 @@ def test_schema_round_trip(tmp_path):
     assert rec.header.max_image_tokens == 2700 and rec.header.monitor_index == 1
     assert rec.outcome.status == "done" and rec.outcome.answer == "ok" and len(rec.steps) == 3
     first, second = rec.steps[0], rec.steps[1]
-    assert first.targets[0].model_dump() == {
-        "box_model": [500, 497],
-        "point_image": [640, 398],
-        "point_screen": [-1280 + 320, 199],
-    }
+    assert first.targets[0] == Target((500, 497), (640, 398), (-1280 + 320, 199))
     assert first.memory == ["started"] and first.sent.tokens > 0 and first.sent.width == 1280
     assert [a.error_type for a in second.attempts] == ["UnparseableReply", None]
     assert second.attempts[1].raw["tool_calls"][0]["function"]["name"] == "type"
