@@ -24,8 +24,8 @@ from collections.abc import Callable
 from actions.executor import PointScreen
 from actions.keys import parse_combo
 from actions.schema import Action
+from agent.display import check_display
 from agent.errors import DisplayError, Interrupted
-from agent.screen import check_display
 
 _IS_X11 = sys.platform.startswith("linux")
 _BUTTONS = {"left_click": "left", "right_click": "right", "middle_click": "middle"}

@@ -50,16 +50,11 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from agent.argtypes import positive_int
+from agent.capture import Screenshot
+from agent.config import parse_encoding
 from agent.errors import EXIT_DONE, UsageError
 from agent.geometry import MAX_IMAGE_TOKENS, MonitorGeometry, fit_to_tokens, image_tokens
-from agent.screen import (
-    Screenshot,
-    SentImage,
-    encode_bytes,
-    parse_encoding,
-    prepare_for_model,
-    resize_for_model,
-)
+from agent.image import SentImage, encode_bytes, prepare_for_model, resize_for_model
 
 SIZES = ((1280, 800), (1920, 1080), (2560, 1440))
 TASK = "open the settings and turn on dark mode"
@@ -211,7 +206,10 @@ class MemoryScreen:
 
     def capture(self) -> Screenshot:
         image = Image.frombytes("RGB", self.size, self._bgrx, "raw", "BGRX")
-        return Screenshot(image, MonitorGeometry(0, 0, *self.size), time.time(), source="memory")
+        return Screenshot(
+            image,
+            MonitorGeometry(0, 0, *self.size),
+        )
 
 
 DESKTOP_APP = r"""
@@ -323,7 +321,7 @@ def perception_step(screen: Any, settings: Any, history: list) -> int:
     from agent.protocol import StepRequest, build_body
 
     shot = screen.capture()
-    sent = prepare_for_model(shot, settings.max_image_tokens, settings.image_encoding)
+    sent = prepare_for_model(shot.image, settings.max_image_tokens, settings.image_encoding)
     body, _ = build_body(StepRequest(TASK, len(history) + 1, sent, history, []), settings, use_tools=True)
     return len(json.dumps(body))
 
@@ -369,9 +367,9 @@ def stage_profile(screen: Any, settings: Any, history: list, repeat: int) -> dic
         base64.b64encode(raw).decode("ascii")
         stages["base64"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        prepare_for_model(shot, settings.max_image_tokens, settings.image_encoding, half=True)
+        prepare_for_model(shot.image, settings.max_image_tokens, settings.image_encoding, half=True)
         stages["half_shot"].append(time.perf_counter() - t)
-        sent = prepare_for_model(shot, settings.max_image_tokens, settings.image_encoding)
+        sent = prepare_for_model(shot.image, settings.max_image_tokens, settings.image_encoding)
         t = time.perf_counter()
         body, _ = build_body(StepRequest(TASK, len(history) + 1, sent, history, []), settings, use_tools=True)
         json.dumps(body)
@@ -391,7 +389,7 @@ def bench_perception(
     size: tuple[int, int], screen: Any, grab: Callable[[], Image.Image], encoding: str, repeat: int
 ) -> Row:
     settings = _settings(image_encoding=encoding)
-    half = prepare_for_model(screen.capture(), settings.max_image_tokens, encoding, half=True)
+    half = prepare_for_model(screen.capture().image, settings.max_image_tokens, encoding, half=True)
     history = _history(half, settings.history_images)
     ours, base = [], []
     perception_step(screen, settings, history)  # warm up caches and allocators
@@ -402,7 +400,7 @@ def bench_perception(
         t = time.perf_counter()
         base_bytes = baseline_step(grab)
         base.append(time.perf_counter() - t)
-    sent = prepare_for_model(screen.capture(), settings.max_image_tokens, encoding)
+    sent = prepare_for_model(screen.capture().image, settings.max_image_tokens, encoding)
     row = Row(
         f"perception_ms/{size[0]}x{size[1]}",
         "perception per step (ms)",
@@ -476,8 +474,8 @@ def bench_tokens(size: tuple[int, int], screen: Any, encoding: str) -> list[Row]
 
     settings = _settings(image_encoding=encoding)
     shot = screen.capture()
-    sent = prepare_for_model(shot, settings.max_image_tokens, encoding)
-    half = prepare_for_model(shot, settings.max_image_tokens, encoding, half=True)
+    sent = prepare_for_model(shot.image, settings.max_image_tokens, encoding)
+    half = prepare_for_model(shot.image, settings.max_image_tokens, encoding, half=True)
     full = SentImage("data:image/png;base64,", size, "png", 0, image_tokens(size))  # only tokens count here
     rows = []
     for shots in (0, 4):
@@ -544,9 +542,9 @@ def simulated_recording(
     with its images (about 1 MB a step at 1280x800), which a live GLMPlanner does not.
     """
     from actions.executor import DryRunExecutor
+    from agent.capture import ImageScreen
     from agent.loop import Limits, run_episode
     from agent.planner import ScriptedPlanner
-    from agent.screen import ImageScreen
     from agent.trajectory import JsonlRecorder
 
     screens = folder / "screens"
@@ -609,10 +607,10 @@ def _rerun(path: Path, steps: int) -> None:
         simulate(recording)
         return
     from actions.executor import DryRunExecutor
+    from agent.capture import ImageScreen
     from agent.loop import Limits, run_episode
     from agent.planner import ScriptedPlanner
     from agent.protocol import RawReply
-    from agent.screen import ImageScreen
 
     screen = ImageScreen(path / recording.steps[0].screenshot)
     screen.files = [path / s.screenshot for s in recording.steps]
@@ -802,7 +800,7 @@ def run_bench(
             if live:
                 from PIL import ImageGrab
 
-                from agent.screen import MssScreen
+                from agent.capture import MssScreen
 
                 screen: Any = MssScreen(1)
                 grab: Callable[[], Image.Image] = lambda: ImageGrab.grab(xdisplay=display)
@@ -843,7 +841,7 @@ def run_bench(
 
 def _cprofile(screen: Any, encoding: str, repeat: int) -> str:
     settings = _settings(image_encoding=encoding)
-    history = _history(prepare_for_model(screen.capture(), settings.max_image_tokens, encoding, half=True), 4)
+    history = _history(prepare_for_model(screen.capture().image, settings.max_image_tokens, encoding, half=True), 4)
     profiler = cProfile.Profile()
     profiler.enable()
     for _ in range(repeat):

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from agent import __version__
 from agent.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
-from agent.config import PROVIDERS, Settings
+from agent.config import DEFAULT_IMAGE_TOKENS, PROVIDERS, Settings
 from agent.errors import EXIT_DONE, EXIT_INTERRUPTED, EXIT_NOT_DONE, EXIT_USAGE, DeskpilotError
 from agent.safety import (
     DEFAULT_ALWAYS_CONFIRM,
@@ -31,7 +31,6 @@ from agent.safety import (
     SecretTypingExecutor,
     describe_hotkey,
 )
-from agent.screen import DEFAULT_IMAGE_TOKENS
 from agent.trajectory import Step
 
 EXIT_INTERNAL = 4
@@ -249,9 +248,10 @@ def step_line(step: Step) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from actions.executor import DryRunExecutor
+    from agent.capture import ImageScreen, MssScreen
+    from agent.display import display_warning
     from agent.loop import Limits, run_episode
     from agent.planner import GLMPlanner
-    from agent.screen import ImageScreen, MssScreen, display_warning
     from agent.settle import AdaptiveSettle, SettleConfig
     from agent.trajectory import JsonlRecorder
 

@@ -19,14 +19,15 @@ from dataclasses import dataclass, field
 
 from actions.executor import Executor
 from actions.schema import TERMINAL_KINDS, Action, action_to_call
+from agent.capture import Screen
 from agent.config import Settings
 from agent.errors import DeskpilotError, EmptyReply, Interrupted, ModelError
 from agent.geometry import MonitorGeometry, Target, ground_box
+from agent.image import prepare_for_model
 from agent.parsing import parse_reply
 from agent.planner import Planner
 from agent.protocol import HistoryEntry, StepRequest
 from agent.safety import Decision
-from agent.screen import Screen, prepare_for_model
 from agent.trajectory import Attempt, JsonlRecorder, Outcome, SentInfo, Step
 
 
@@ -192,7 +193,7 @@ def _run_step(
     """One step; the Step is recorded whatever happens inside."""
     t0 = time.monotonic()
     shot = screen.capture()
-    sent = prepare_for_model(shot, settings.max_image_tokens, settings.image_encoding)
+    sent = prepare_for_model(shot.image, settings.max_image_tokens, settings.image_encoding)
     step = Step(
         step=number,
         started_at=time.time(),
@@ -208,7 +209,7 @@ def _run_step(
     step.timings.capture_s = round(time.monotonic() - t0, 4)
     # the half-size shot for later steps' history is made while the model thinks
     half_shot = (
-        background.submit(prepare_for_model, shot, settings.max_image_tokens, settings.image_encoding, half=True)
+        background.submit(prepare_for_model, shot.image, settings.max_image_tokens, settings.image_encoding, half=True)
         if settings.history_images > 0
         else None
     )

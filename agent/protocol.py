@@ -24,7 +24,7 @@ from pydantic import BaseModel
 import prompts
 from actions.schema import tool_schemas
 from agent.config import Settings
-from agent.screen import SentImage
+from agent.image import SentImage
 
 CONTEXT_TOKENS = 65_536
 CONTEXT_MARGIN = 1_024  # chat template, special tokens, our estimate's error

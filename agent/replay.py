@@ -192,10 +192,10 @@ def _executed(step: Step) -> bool:
 def simulate(recording: Recording) -> list[Difference]:
     """Run the loop on the recorded screens and replies with the dry-run executor."""
     from actions.executor import DryRunExecutor
+    from agent.capture import ImageScreen
     from agent.loop import Limits, run_episode
     from agent.planner import ScriptedPlanner
     from agent.protocol import RawReply
-    from agent.screen import ImageScreen
 
     steps = recording.steps
     if not steps:
@@ -442,12 +442,12 @@ class ModelHealer:
         self.planner, self.settings, self.task, self.attempts = planner, settings, task, attempts
 
     def __call__(self, step: Step, action: Action, shot: Any) -> list[tuple[int, int]]:
+        from agent.image import prepare_for_model
         from agent.loop import ground_action
         from agent.parsing import parse_reply
         from agent.protocol import StepRequest
-        from agent.screen import prepare_for_model
 
-        sent = prepare_for_model(shot, self.settings.max_image_tokens, self.settings.image_encoding)
+        sent = prepare_for_model(shot.image, self.settings.max_image_tokens, self.settings.image_encoding)
         live = shot.monitor
         what = getattr(action, "element_info", "") or step.thought or "the element it acted on"
         task = (
@@ -564,8 +564,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def _execute(recording: Recording, args: argparse.Namespace) -> tuple[list[Difference], int, list[int]]:
     """Replay live; returns the differences, the number of actions performed, the healed steps."""
     from actions.pyautogui_executor import PyAutoGuiExecutor
+    from agent.capture import MssScreen
     from agent.safety import DEFAULT_KILL_HOTKEY, KillSwitch, Secrets, SecretTypingExecutor
-    from agent.screen import MssScreen
 
     monitor = args.monitor if args.monitor is not None else (recording.header.monitor_index or 1)
     screen = MssScreen(monitor)

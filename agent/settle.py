@@ -33,7 +33,7 @@ from typing import Any
 
 from PIL import Image, ImageChops
 
-from agent.screen import thumbnail
+from agent.capture import thumbnail
 
 
 @dataclass(frozen=True)

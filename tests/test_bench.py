@@ -10,10 +10,12 @@ import json
 import pytest
 from PIL import Image
 
+from agent.capture import Screenshot
 from agent.cli import main
+from agent.config import parse_encoding
 from agent.errors import UsageError
 from agent.geometry import MonitorGeometry, image_tokens
-from agent.screen import Screenshot, encode_image, parse_encoding, prepare_for_model
+from agent.image import encode_image, prepare_for_model
 
 ROW_IDS = [
     "perception_ms/1280x800",
@@ -72,7 +74,7 @@ def test_bench_rejects_an_unknown_encoding(capsys):
 
 
 def shot(size) -> Screenshot:
-    return Screenshot(Image.new("RGB", size, "white"), MonitorGeometry(0, 0, *size), 0.0)
+    return Screenshot(Image.new("RGB", size, "white"), MonitorGeometry(0, 0, *size))
 
 
 @pytest.mark.parametrize(
@@ -97,7 +99,7 @@ def test_jpeg_data_url_decodes_at_the_sent_size():
 
 @pytest.mark.parametrize("size", [(2560, 1440), (3840, 2160), (2880, 1800)])
 def test_downscaled_captures_and_their_history_shots_stay_on_the_28_grid(size):
-    full, half = prepare_for_model(shot(size)), prepare_for_model(shot(size), half=True)
+    full, half = prepare_for_model(shot(size).image), prepare_for_model(shot(size).image, half=True)
     for sent in (full, half):
         assert sent.size[0] % 28 == 0 and sent.size[1] % 28 == 0
         assert sent.tokens == image_tokens(sent.size) == (sent.size[0] // 28) * (sent.size[1] // 28)
@@ -106,5 +108,5 @@ def test_downscaled_captures_and_their_history_shots_stay_on_the_28_grid(size):
 
 @pytest.mark.parametrize("size", [(1920, 1080), (1366, 768), (1280, 800)])
 def test_native_captures_are_sent_unsnapped_and_halved_exactly(size):
-    full, half = prepare_for_model(shot(size)), prepare_for_model(shot(size), half=True)
+    full, half = prepare_for_model(shot(size).image), prepare_for_model(shot(size).image, half=True)
     assert full.size == size and half.size == (size[0] // 2, size[1] // 2)

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from actions.executor import DryRunExecutor
+from agent.capture import ImageScreen
 from agent.config import Settings
 from agent.errors import EndpointError, Interrupted
 from agent.loop import Limits, run_episode
 from agent.planner import ScriptedPlanner
-from agent.screen import ImageScreen
 from agent.trajectory import JsonlRecorder, load
 
 SCREENS = Path(__file__).parent / "screens" / "dialog"

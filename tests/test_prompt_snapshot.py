@@ -11,17 +11,18 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from agent.capture import Screenshot
 from agent.config import Settings
 from agent.geometry import MonitorGeometry
+from agent.image import prepare_for_model
 from agent.protocol import HistoryEntry, StepRequest, build_body
-from agent.screen import Screenshot, prepare_for_model
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 
 
 def request() -> StepRequest:
-    shot = Screenshot(Image.new("RGB", (1280, 800), "white"), MonitorGeometry(0, 0, 1280, 800), 0.0)
-    half = prepare_for_model(shot, half=True)
+    shot = Screenshot(Image.new("RGB", (1280, 800), "white"), MonitorGeometry(0, 0, 1280, 800))
+    half = prepare_for_model(shot.image, half=True)
     history = [
         HistoryEntry(1, "The shop page is open.", "hover(start_box='[500,300]', element_info='price')", half),
         HistoryEntry(2, "", "(none)", None, "no usable action"),
@@ -30,7 +31,7 @@ def request() -> StepRequest:
     return StepRequest(
         "Read the original and discounted price and compute the discount rate.",
         4,
-        prepare_for_model(shot),
+        prepare_for_model(shot.image),
         history,
         ["original $80.00", "now $60.00"],
         "UnparseableReply: no action found",

@@ -10,12 +10,13 @@ import httpx
 import pytest
 from PIL import Image
 
+from agent.capture import Screenshot
 from agent.config import PROVIDERS, Settings
 from agent.errors import AuthRejected, EndpointError, UsageError
 from agent.geometry import MonitorGeometry
+from agent.image import prepare_for_model
 from agent.planner import GLMPlanner
 from agent.protocol import HistoryEntry, StepRequest, build_body
-from agent.screen import Screenshot, prepare_for_model
 
 SECRET = "sk-test-0123456789abcdef0123"
 OK = {
@@ -25,16 +26,16 @@ OK = {
 
 
 def shot(size=(1280, 800), color="white") -> Screenshot:
-    return Screenshot(Image.new("RGB", size, color), MonitorGeometry(0, 0, *size), 0.0)
+    return Screenshot(Image.new("RGB", size, color), MonitorGeometry(0, 0, *size))
 
 
 def request(history: int = 0, size=(1280, 800)) -> StepRequest:
     s = shot(size)
     entries = [
-        HistoryEntry(i, f"thought {i}", f"left_click(start_box='[{i},{i}]')", prepare_for_model(s, half=True))
+        HistoryEntry(i, f"thought {i}", f"left_click(start_box='[{i},{i}]')", prepare_for_model(s.image, half=True))
         for i in range(1, history + 1)
     ]
-    return StepRequest("open the settings", history + 1, prepare_for_model(s), entries, ["note"])
+    return StepRequest("open the settings", history + 1, prepare_for_model(s.image), entries, ["note"])
 
 
 def capture(settings: Settings, req: StepRequest | None = None, answer=OK):
@@ -109,7 +110,7 @@ def test_each_preset_sends_its_own_wire_format(provider, url, model, auth, think
     (message,) = body["messages"]
     assert message["role"] == "user"
     images = [p for p in message["content"] if p["type"] == "image_url"]
-    assert len(images) == 1 and images[0]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert len(images) == 1 and images[0]["image_url"]["url"].startswith("data:image/jpeg;base64,")
     detail = images[0]["image_url"].get("detail")
     assert detail == ("high" if provider == "siliconflow" else None)
     assert message["content"][-1]["type"] == "image_url"  # the current screenshot comes last

@@ -13,12 +13,12 @@ import pytest
 from PIL import Image, ImageDraw
 
 from actions.executor import DryRunExecutor
+from agent.capture import ImageScreen, Screenshot
 from agent.config import Settings
 from agent.fakeserver import FakeModelServer
 from agent.loop import Limits, run_episode
 from agent.planner import GLMPlanner, ScriptedPlanner
 from agent.replay import LiveReplayer, ModelHealer, check, patch_difference, recorded_actions, settle_gap, simulate
-from agent.screen import ImageScreen, Screenshot
 from agent.trajectory import JsonlRecorder, load
 from tests.conftest import cli_env
 from tests.fake_brains import CYAN, MAGENTA, reply, thousandths_of
@@ -235,7 +235,7 @@ class FakeScreen:
         from agent.geometry import MonitorGeometry
 
         image = self.images.pop(0) if len(self.images) > 1 else self.images[0]
-        return Screenshot(image, MonitorGeometry(0, 0, image.width, image.height), 0.0)
+        return Screenshot(image, MonitorGeometry(0, 0, image.width, image.height))
 
 
 def test_execute_performs_the_recorded_actions_and_honours_timing(recording):
@@ -421,11 +421,11 @@ def test_check_compares_the_models_own_action_on_an_edited_step(tmp_path):
     import io
 
     from actions.executor import DryRunExecutor
+    from agent.capture import ImageScreen
     from agent.config import Settings
     from agent.loop import Limits, run_episode
     from agent.planner import ScriptedPlanner
     from agent.safety import Approver
-    from agent.screen import ImageScreen
     from agent.trajectory import JsonlRecorder
 
     approve = Approver(True, stdin=io.StringIO("e\nhover(start_box='[10,10]')\n"), stdout=io.StringIO())

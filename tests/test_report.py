@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from actions.executor import DryRunExecutor
+from agent.capture import ImageScreen
 from agent.config import Settings
 from agent.loop import Limits, run_episode
 from agent.planner import ScriptedPlanner
 from agent.report import render, write_report
-from agent.screen import ImageScreen
 from agent.trajectory import JsonlRecorder, load
 from tests.conftest import cli_env
 

@@ -12,13 +12,13 @@ import pytest
 
 from actions.executor import DryRunExecutor
 from actions.schema import build_action
+from agent.capture import ImageScreen
 from agent.config import Settings
 from agent.errors import Interrupted, UsageError
 from agent.fakeserver import FakeModelServer
 from agent.loop import Limits, run_episode
 from agent.planner import GLMPlanner, ScriptedPlanner
 from agent.safety import Approver, Secrets, SecretTypingExecutor, parse_hotkey
-from agent.screen import ImageScreen
 from agent.trajectory import JsonlRecorder, load
 from tests.conftest import cli_env
 

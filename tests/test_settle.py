@@ -145,7 +145,7 @@ def test_for_screen_probes_the_screens_thumbnail_not_full_captures():
             grabs.append(region)
             return frame
 
-    from agent.screen import MssScreen
+    from agent.capture import MssScreen
 
     live = MssScreen.__new__(MssScreen)  # an MssScreen over a fake mss: no display needed
     live._mss, live.region = FakeMss(), {"left": 0, "top": 0, "width": 1920, "height": 1080}
@@ -157,7 +157,7 @@ def test_for_screen_probes_the_screens_thumbnail_not_full_captures():
 
 
 def test_for_screen_falls_back_to_capture(tmp_path):
-    from agent.screen import ImageScreen
+    from agent.capture import ImageScreen
 
     screen().save(tmp_path / "a.png")
     settle = AdaptiveSettle.for_screen(ImageScreen(tmp_path / "a.png"), SettleConfig(quiet_s=0.0))
@@ -269,7 +269,7 @@ def live_app(tmp_path):
         def expect(word: str) -> None:
             assert lines.get(timeout=10) == word
 
-        from agent.screen import MssScreen
+        from agent.capture import MssScreen
 
         screen = MssScreen(1)
         try:

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from actions.executor import DryRunExecutor
+from agent.capture import ImageScreen
 from agent.config import Settings
 from agent.errors import UsageError
 from agent.fakeserver import FakeModelServer
 from agent.geometry import MonitorGeometry, Target
 from agent.loop import Limits, run_episode
 from agent.planner import ScriptedPlanner
-from agent.screen import ImageScreen
 from agent.trajectory import SCHEMA_VERSION, JsonlRecorder, Outcome, Step, load
 from tests.conftest import cli_env
 from tests.fake_brains import FormBrain, steps_done
