@@ -26,7 +26,6 @@ kind of desktop as real Tk windows, captured with mss. ``--json PATH`` writes ev
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import cProfile
@@ -52,7 +51,7 @@ from PIL import Image, ImageDraw, ImageFont
 from agent.argtypes import positive_int
 from agent.capture import Screenshot
 from agent.config import parse_encoding
-from agent.errors import EXIT_DONE, UsageError
+from agent.errors import UsageError
 from agent.geometry import MAX_IMAGE_TOKENS, MonitorGeometry, fit_to_tokens, image_tokens
 from agent.image import SentImage, encode_bytes, prepare_for_model, resize_for_model
 
@@ -575,21 +574,9 @@ def simulated_recording(
 
 def _check(path: Path) -> int:
     """Load and re-parse + re-ground every step; returns the number of differences."""
+    from agent.replay.offline import check
     from agent.trajectory import load
 
-    try:
-        from agent.replay import check
-    except ImportError:  # replay.py not there: do its work by hand
-        from agent.loop import ground_action
-        from agent.parsing import parse_reply
-        from agent.protocol import RawReply
-
-        recording = load(path)
-        for step in recording.steps:
-            for attempt in step.attempts:
-                raw = RawReply.model_validate(attempt.raw)
-                ground_action(parse_reply(raw.content, raw.tool_calls, raw.reasoning).action, step.geometry)
-        return 0
     return len(check(load(path)))
 
 
@@ -600,7 +587,7 @@ def _rerun(path: Path, steps: int) -> None:
     recording = load(path)
     recording.steps = recording.steps[:steps]
     try:
-        from agent.replay import simulate
+        from agent.replay.offline import simulate
     except ImportError:
         simulate = None
     if simulate is not None:
@@ -912,14 +899,8 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def register(commands: Any) -> None:
-    bench = commands.add_parser(
-        "bench",
-        help="measure perception, settle, tokens, replay and step overhead",
-        description="Measure what everything around the model costs (perception, settle, "
-        "tokens, replay check, memory, step overhead), each figure beside a "
-        "baseline measured in the same run. Takes about 1-2 minutes.",
-    )
+def add_arguments(bench: Any) -> None:
+    """The bench's options (the command in agent.commands.bench declares the parser)."""
     bench.add_argument(
         "--live",
         action="store_true",
@@ -948,30 +929,3 @@ def register(commands: Any) -> None:
     )
     bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     bench.add_argument("--profile", action="store_true", help="print a cProfile of perception at 1920x1080")
-    bench.set_defaults(func=cmd_bench)
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    if args.live:
-        try:
-            import tkinter  # noqa: F401
-        except ImportError:
-            raise UsageError("--live needs tkinter for the bench desktop") from None
-    result = run_bench(
-        repeat=args.repeat,
-        replay_steps=args.replay_steps,
-        steps=args.steps,
-        encoding=args.encoding,
-        live=args.live,
-        profile=args.profile,
-        log=lambda line: print(f"deskpilot bench: {line}", file=sys.stderr, flush=True),
-    )
-    print(format_table(result))
-    for name, text in result["profiles"].items():
-        print(f"\ncProfile, {name}:\n{text}")
-    if args.json:
-        try:
-            Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"cannot write {args.json}: {exc.strerror or exc}") from None
-    return EXIT_DONE  # a missed target is a finding, shown in the table, not a failure

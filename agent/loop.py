@@ -1,12 +1,18 @@
-"""The one loop: perceive, plan, ground, act, record. Runs, dry runs and replays all use it.
+"""The one loop: perceive, decide, gate, act, settle, record. Runs, dry runs and replays all use it.
 
-``run_episode`` captures the screen, asks the planner, parses and grounds the reply,
-executes the action and records the step, until the model says DONE or FAIL, a budget
-runs out, or the run is interrupted. Every step reaches the recorder (in ``finally``),
-failed or not, and the outcome is written even after an error or Ctrl-C.
+``run_episode`` runs steps until the model says DONE or FAIL, a budget runs out, or the run is
+interrupted. A step is a short sequence of named phases over one ``Run`` (the running state:
+settings, limits, history, memory, totals, recorder, hooks)::
 
-Model errors (an unusable reply) are shown back to the model and retried at most
-``Limits.model_retries`` times per step; our errors (endpoint, display) end the run.
+    perceive  capture the screen, prepare the image the model sees, save the lossless shot
+    decide    ask the planner until a reply is usable (agent.grounding.ask: parse + ground,
+              a model error is shown back to the model at most ``Limits.model_retries`` times)
+    gate      the window scope may refuse it; the person may approve, skip, edit or quit
+    act       the executor performs it, then the screen is given time to settle
+    record    the Step goes to the recorder and ``on_step`` whatever happened (``finally``)
+
+Our errors (endpoint, display) end the run as ``error``; the outcome is written even after an
+error or Ctrl-C, so a recording on disk always loads.
 """
 
 from __future__ import annotations
@@ -14,21 +20,23 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from actions.executor import Executor
+from actions.executor import Executor, PointScreen
 from actions.schema import TERMINAL_KINDS, Action, action_to_call
 from agent.capture import Screen
 from agent.config import Settings
-from agent.errors import DeskpilotError, EmptyReply, Interrupted, ModelError
-from agent.geometry import MonitorGeometry, Target, ground_box
-from agent.image import prepare_for_model
-from agent.parsing import parse_reply
-from agent.planner import Planner
+from agent.errors import DeskpilotError, Interrupted, ModelError
+from agent.grounding import Grounded, ask, feedback_for, ground_action
+from agent.image import SentImage, prepare_for_model
+from agent.planner import Planner, PlannerResult
 from agent.protocol import HistoryEntry, StepRequest
 from agent.safety import Decision
 from agent.trajectory import Attempt, JsonlRecorder, Outcome, SentInfo, Step
+
+Approve = Callable[[Action, list[PointScreen]], Decision]
+Refuse = Callable[[Action, list[PointScreen]], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -45,13 +53,67 @@ class Limits:
 class EpisodeResult:
     outcome: Outcome
     steps: list[Step] = field(default_factory=list)
-    recording: str | None = None
 
 
-def ground_action(action: Action, monitor: MonitorGeometry) -> list[Target]:
-    """Targets of a pointing action or drag in all three spaces; [] for the rest."""
-    boxes = (getattr(action, name, None) for name in ("start_box", "end_box"))
-    return [ground_box(box_model, monitor) for box_model in boxes if box_model is not None]
+@dataclass
+class Hooks:
+    """What a caller plugs into a run besides the three seams. All optional."""
+
+    on_step: Callable[[Step], None] | None = None  # after each step is recorded
+    settle: Callable[[], float] | None = None  # waits for the screen to settle, returns seconds
+    approve: Approve | None = None  # the approval gate (agent.safety.Approver)
+    refuse: Refuse | None = None  # a scope that may refuse an action (agent.window.WindowScope)
+    stop_event: threading.Event | None = None  # set by the kill hotkey
+
+
+@dataclass
+class Totals:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass
+class Run:
+    """The running state of one episode."""
+
+    task: str
+    screen: Screen
+    planner: Planner
+    executor: Executor
+    settings: Settings
+    limits: Limits
+    recorder: JsonlRecorder | None
+    hooks: Hooks
+    started: float = field(default_factory=time.monotonic)
+    history: list[HistoryEntry] = field(default_factory=list)
+    memory: list = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    totals: Totals = field(default_factory=Totals)
+    background: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="deskpilot-history")
+    )
+
+    def finish(self, status: str, message: str = "", answer: str | None = None) -> Outcome:
+        return Outcome(
+            status=status,
+            message=message,
+            answer=answer,
+            steps=len(self.steps),
+            duration_s=round(time.monotonic() - self.started, 3),
+            prompt_tokens=self.totals.prompt_tokens,
+            completion_tokens=self.totals.completion_tokens,
+            cost_usd=self.totals.cost_usd,
+        )
+
+    def budget_exceeded(self) -> tuple[str, str] | None:
+        limits = self.limits
+        if limits.max_time_s is not None and time.monotonic() - self.started >= limits.max_time_s:
+            return "max_time", f"the time budget ({limits.max_time_s:g} s) ran out"
+        cost = self.totals.cost_usd
+        if limits.max_cost_usd is not None and cost >= limits.max_cost_usd:
+            return "max_cost", f"the cost budget (${limits.max_cost_usd:g}) was reached (${cost:.4f})"
+        return None
 
 
 def run_episode(
@@ -66,76 +128,37 @@ def run_episode(
     on_step: Callable[[Step], None] | None = None,
     settle: Callable[[], float] | None = None,
     stop_event: threading.Event | None = None,
-    approve: Callable[[Action, str], Decision] | None = None,
+    approve: Approve | None = None,
+    refuse: Refuse | None = None,
 ) -> EpisodeResult:
     """Run one task to its end. Returns the outcome; raises DeskpilotError for our errors
     (after recording the outcome) and Interrupted for Ctrl-C / the kill switch.
 
-    ``approve`` is asked before each action runs (see agent.safety.Approver). Secret
-    values are kept out of the recording by the recorder's own ``scrub``."""
-    limits = limits or Limits(max_steps=settings.max_steps)
-    started = time.monotonic()
-    history: list[HistoryEntry] = []
-    memory: list = []
-    steps: list[Step] = []
-    totals = {"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
+    ``approve`` is asked before each action runs (see agent.safety.Approver), after
+    ``refuse`` (a window scope) had its say. Secret values are kept out of the recording
+    by the recorder's own ``scrub``."""
+    run = Run(
+        task, screen, planner, executor, settings, limits or Limits(max_steps=settings.max_steps), recorder,
+        Hooks(on_step, settle, approve, refuse, stop_event),
+    )  # fmt: skip
     outcome: Outcome | None = None
-    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deskpilot-history")
-
-    def finish(status: str, message: str = "", answer: str | None = None) -> Outcome:
-        return Outcome(
-            status=status,
-            message=message,
-            answer=answer,
-            steps=len(steps),
-            duration_s=round(time.monotonic() - started, 3),
-            **totals,
-        )
-
-    def record(step: Step) -> None:
-        steps.append(step)
-        if recorder is not None:
-            recorder.write_step(step)
-        if on_step is not None:
-            on_step(step)
-
     try:
-        for number in range(1, limits.max_steps + 1):
+        for number in range(1, run.limits.max_steps + 1):
             if stop_event is not None and stop_event.is_set():
                 raise Interrupted("stopped by the kill switch")
-            budget_stop = _budget_exceeded(limits, started, totals["cost_usd"])
+            budget_stop = run.budget_exceeded()
             if budget_stop:
-                outcome = finish(*budget_stop)
+                outcome = run.finish(*budget_stop)
                 break
-            step, entry, action = _run_step(
-                number,
-                task,
-                screen,
-                planner,
-                executor,
-                settings,
-                limits,
-                history,
-                memory,
-                recorder,
-                record,
-                totals,
-                settle,
-                approve,
-                background,
-            )
-            history.append(entry)
-            _drop_old_images(history, settings.history_images)
-            if step.memory is not None:
-                memory = step.memory
+            action = _step(run, number)
             if action is not None and action.kind in TERMINAL_KINDS:
                 if action.kind == "DONE":
-                    outcome = finish("done", "the model declared the task done", action.answer)
+                    outcome = run.finish("done", "the model declared the task done", action.answer)
                 else:
-                    outcome = finish("fail", action.reason or "the model declared the task infeasible")
+                    outcome = run.finish("fail", action.reason or "the model declared the task infeasible")
                 break
         else:
-            outcome = finish("max_steps", f"the step budget ({limits.max_steps}) ran out")
+            outcome = run.finish("max_steps", f"the step budget ({run.limits.max_steps}) ran out")
     except (KeyboardInterrupt, Interrupted) as exc:
         killed = stop_event is not None and stop_event.is_set()
         message = (
@@ -143,56 +166,60 @@ def run_episode(
             if killed
             else ("interrupted by Ctrl-C" if isinstance(exc, KeyboardInterrupt) else str(exc))
         )
-        outcome = finish("interrupted", message)
+        outcome = run.finish("interrupted", message)
         raise Interrupted(message) from None
     except DeskpilotError as exc:
-        outcome = finish("error", str(exc))
+        outcome = run.finish("error", str(exc))
         raise
     finally:
-        background.shutdown(wait=False)
+        run.background.shutdown(wait=False)
         if outcome is None:  # an unexpected exception: still leave a readable recording
-            outcome = finish("error", "the run stopped on an internal error")
+            outcome = run.finish("error", "the run stopped on an internal error")
         if recorder is not None:
             recorder.finish(outcome)
-    return EpisodeResult(outcome, steps, str(recorder.path) if recorder else None)
+    return EpisodeResult(outcome, run.steps)
 
 
-def _budget_exceeded(limits: Limits, started: float, cost: float) -> tuple[str, str] | None:
-    if limits.max_time_s is not None and time.monotonic() - started >= limits.max_time_s:
-        return "max_time", f"the time budget ({limits.max_time_s:g} s) ran out"
-    if limits.max_cost_usd is not None and cost >= limits.max_cost_usd:
-        return "max_cost", f"the cost budget (${limits.max_cost_usd:g}) was reached (${cost:.4f})"
-    return None
+# --- one step, in phases ----------------------------------------------------------------------
 
 
-def _drop_old_images(history: list[HistoryEntry], keep: int) -> None:
-    """Forget encoded screenshots the prompt can no longer show (memory stays flat)."""
-    for i in range(max(0, len(history) - keep)):
-        if history[i].image is not None:
-            e = history[i]
-            history[i] = HistoryEntry(e.step, e.thought, e.action_text, None, e.result)
+@dataclass
+class _Perceived:
+    sent: SentImage
+    half_shot: Future[SentImage] | None  # the history shot, made while the model thinks
 
 
-def _run_step(
-    number,
-    task,
-    screen,
-    planner,
-    executor,
-    settings,
-    limits,
-    history,
-    memory,
-    recorder,
-    record,
-    totals,
-    settle,
-    approve,
-    background,
-):
-    """One step; the Step is recorded whatever happens inside."""
+def _step(run: Run, number: int) -> Action | None:
+    """One step; the Step is recorded whatever happens inside. Returns the action (None: none)."""
+    step, seen = _perceive(run, number)
+    action: Action | None = None
+    note = ""
+    try:
+        grounded = _decide(run, step, seen.sent)
+        if grounded is None:
+            note = "no usable action"
+        else:
+            action, note = _gate(run, step, grounded.action)
+            if action is not None and action.kind not in TERMINAL_KINDS:
+                note = _act(run, step, action) or note
+    except BaseException as exc:
+        if step.error is None:
+            step.error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        step.timings.model_s = round(step.timings.model_s, 4)
+        step.cost_usd = round(step.cost_usd, 8)
+        _record(run, step)
+    half = seen.half_shot.result() if seen.half_shot is not None else None
+    _remember(run, HistoryEntry(number, step.thought, step.action_text or "(none)", half, note), step)
+    return action
+
+
+def _perceive(run: Run, number: int) -> tuple[Step, _Perceived]:
+    """Capture, prepare what the model sees, start saving the lossless shot and the history shot."""
+    settings = run.settings
     t0 = time.monotonic()
-    shot = screen.capture()
+    shot = run.screen.capture()
     sent = prepare_for_model(shot.image, settings.max_image_tokens, settings.image_encoding)
     step = Step(
         step=number,
@@ -202,92 +229,72 @@ def _run_step(
         sent=SentInfo(
             width=sent.size[0], height=sent.size[1], encoding=sent.encoding, bytes=sent.n_bytes, tokens=sent.tokens
         ),
-        memory_in=list(memory),
+        memory_in=list(run.memory),
     )
-    if recorder is not None:
-        step.screenshot = recorder.save_screenshot(number, shot.image)
+    if run.recorder is not None:
+        step.screenshot = run.recorder.save_screenshot(number, shot.image)
     step.timings.capture_s = round(time.monotonic() - t0, 4)
-    # the half-size shot for later steps' history is made while the model thinks
-    half_shot = (
-        background.submit(prepare_for_model, shot.image, settings.max_image_tokens, settings.image_encoding, half=True)
-        if settings.history_images > 0
-        else None
-    )
-    action: Action | None = None
-    result_note = ""
-    try:
-        feedback = None
-        no_thinking = False
-        for _ in range(1 + limits.model_retries):
-            request = StepRequest(task, number, sent, list(history), list(memory), feedback, no_thinking)
-            t_model = time.monotonic()
-            result = planner.decide(request)
-            step.timings.model_s += time.monotonic() - t_model
-            raw = result.raw
-            step.prompt_text, step.estimated_tokens = result.prompt_text, result.estimated_tokens
-            step.history_lines, step.history_images = len(history), result.history_images
-            cost = settings.cost(raw.prompt_tokens, raw.completion_tokens)
-            step.prompt_tokens += raw.prompt_tokens
-            step.completion_tokens += raw.completion_tokens
-            step.cost_usd += cost
-            totals["prompt_tokens"] += raw.prompt_tokens
-            totals["completion_tokens"] += raw.completion_tokens
-            totals["cost_usd"] += cost
-            attempt = Attempt(
-                raw=raw.model_dump(exclude_none=True),
-                latency_s=round(result.latency_s, 4),
-                transport_retries=result.transport_retries,
-                protocol=result.protocol,
-            )
-            step.attempts.append(attempt)
-            try:
-                parsed = parse_reply(raw.content, raw.tool_calls, raw.reasoning)
-                targets = ground_action(parsed.action, step.geometry)
-            except ModelError as exc:
-                attempt.error, attempt.error_type = str(exc), type(exc).__name__
-                feedback = f"{type(exc).__name__}: {exc}"
-                if isinstance(exc, EmptyReply) and raw.reasoning:
-                    # thinking used up the token budget: ask again without thinking
-                    no_thinking = True
-                    feedback += " Keep your reasoning short and give the action."
-                continue
-            action = parsed.action
-            step.action = action.model_dump(mode="json")
-            step.action_text = action_to_call(action)
-            step.thought, step.memory, step.targets = parsed.thought, parsed.memory, targets
-            break
-        else:
-            step.error = f"no usable action after {1 + limits.model_retries} replies: {feedback}"
-            result_note = "no usable action"
-        if action is not None and approve is not None and action.kind not in TERMINAL_KINDS:
-            action, result_note = _ask_approval(approve, action, step)
-        if action is not None and action.kind not in TERMINAL_KINDS:
-            t_exec = time.monotonic()
-            try:
-                executor.execute(action, [t.point_screen for t in step.targets])
-            except ModelError as exc:  # e.g. a key name no keyboard has: the model sees why
-                step.error = f"{type(exc).__name__}: {exc}"
-                result_note = f"failed: {exc}"
-            step.timings.execute_s = round(time.monotonic() - t_exec, 4)
-            if settle is not None:
-                step.timings.settle_s = round(settle(), 4)
-    except BaseException as exc:
-        if step.error is None:
-            step.error = f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        step.timings.model_s = round(step.timings.model_s, 4)
-        step.cost_usd = round(step.cost_usd, 8)
-        record(step)
-    half = half_shot.result() if half_shot is not None else None
-    entry = HistoryEntry(number, step.thought, step.action_text or "(none)", half, result_note)
-    return step, entry, action
+    half_shot = None
+    if settings.history_images > 0:
+        half_shot = run.background.submit(
+            prepare_for_model, shot.image, settings.max_image_tokens, settings.image_encoding, half=True
+        )
+    return step, _Perceived(sent, half_shot)
 
 
-def _ask_approval(approve, action: Action, step: Step) -> tuple[Action | None, str]:
-    """Ask before acting. Returns the action to run (None: skipped) and a note for the model."""
-    where = "".join(f" at ({t.point_screen[0]}, {t.point_screen[1]})" for t in step.targets)
-    decision = approve(action, f"{action_to_call(action)}{where}")
+def _decide(run: Run, step: Step, sent: SentImage) -> Grounded | None:
+    """Ask the model (with retries on unusable replies); every reply is kept in step.attempts."""
+    history, memory = list(run.history), list(run.memory)
+
+    def request(feedback: str | None, no_thinking: bool) -> StepRequest:
+        return StepRequest(run.task, step.step, sent, history, memory, feedback, no_thinking)
+
+    def on_reply(result: PlannerResult, error: ModelError | None) -> None:
+        raw = result.raw
+        cost = run.settings.cost(raw.prompt_tokens, raw.completion_tokens)
+        step.timings.model_s += result.latency_s
+        step.prompt_text, step.estimated_tokens = result.prompt_text, result.estimated_tokens
+        step.history_lines, step.history_images = len(history), result.history_images
+        step.prompt_tokens += raw.prompt_tokens
+        step.completion_tokens += raw.completion_tokens
+        step.cost_usd += cost
+        run.totals.prompt_tokens += raw.prompt_tokens
+        run.totals.completion_tokens += raw.completion_tokens
+        run.totals.cost_usd += cost
+        attempt = Attempt(
+            raw=raw.model_dump(exclude_none=True),
+            latency_s=round(result.latency_s, 4),
+            transport_retries=result.transport_retries,
+            protocol=result.protocol,
+        )
+        if error is not None:
+            attempt.error, attempt.error_type = str(error), type(error).__name__
+        step.attempts.append(attempt)
+
+    attempts = 1 + run.limits.model_retries
+    grounded, feedback = ask(run.planner, request, step.geometry, attempts, on_reply)
+    if grounded is None:
+        step.error = f"no usable action after {attempts} replies: {feedback}"
+        return None
+    step.action = grounded.action.model_dump(mode="json")
+    step.action_text = action_to_call(grounded.action)
+    step.thought, step.memory, step.targets = grounded.thought, grounded.memory, list(grounded.targets)
+    return grounded
+
+
+def _gate(run: Run, step: Step, action: Action) -> tuple[Action | None, str]:
+    """The scope, then the person. Returns the action to run (None: not run) and a note for the model."""
+    if action.kind in TERMINAL_KINDS:
+        return action, ""
+    points = [t.point_screen for t in step.targets]
+    if run.hooks.refuse is not None:
+        reason = run.hooks.refuse(action, points)
+        if reason is not None:
+            step.decision, step.note = "refused", reason
+            return None, reason
+    if run.hooks.approve is None:
+        return action, ""
+    decision = run.hooks.approve(action, points)
     if decision.verdict == "quit":
         step.decision, step.note = "quit", "the user quit at the approval prompt"
         raise Interrupted("stopped at the approval prompt")
@@ -295,10 +302,51 @@ def _ask_approval(approve, action: Action, step: Step) -> tuple[Action | None, s
         step.decision, step.note = "skip", "skipped by the user"
         return None, "skipped by the user"
     if decision.action != action:
+        edited = decision.action
         step.decision, step.note = "edit", f"edited by the user (the model proposed {step.action_text})"
         step.proposed_action = step.action
-        step.action = decision.action.model_dump(mode="json")
-        step.action_text = action_to_call(decision.action)
-        step.targets = ground_action(decision.action, step.geometry)
-        return decision.action, "the user replaced it with " + step.action_text
+        step.action = edited.model_dump(mode="json")
+        step.action_text = action_to_call(edited)
+        step.targets = list(ground_action(edited, step.geometry))
+        if run.hooks.refuse is not None:  # an edited action passes the same scope
+            reason = run.hooks.refuse(edited, [t.point_screen for t in step.targets])
+            if reason is not None:
+                step.decision, step.note = "refused", reason
+                return None, reason
+        return edited, "the user replaced it with " + step.action_text
     return action, ""
+
+
+def _act(run: Run, step: Step, action: Action) -> str:
+    """Perform the action and let the screen settle. Returns a note for the model ("" if none)."""
+    note = ""
+    t_exec = time.monotonic()
+    try:
+        run.executor.execute(action, [t.point_screen for t in step.targets])
+    except ModelError as exc:  # e.g. a key name no keyboard has: the model sees why
+        step.error = feedback_for(exc)
+        note = f"failed: {exc}"
+    step.timings.execute_s = round(time.monotonic() - t_exec, 4)
+    if run.hooks.settle is not None:
+        step.timings.settle_s = round(run.hooks.settle(), 4)
+    return note
+
+
+def _record(run: Run, step: Step) -> None:
+    run.steps.append(step)
+    if run.recorder is not None:
+        run.recorder.write_step(step)
+    if run.hooks.on_step is not None:
+        run.hooks.on_step(step)
+
+
+def _remember(run: Run, entry: HistoryEntry, step: Step) -> None:
+    """Add the step to the history the model sees; forget screenshots it can no longer show."""
+    run.history.append(entry)
+    keep = run.settings.history_images
+    for i in range(max(0, len(run.history) - keep)):
+        old = run.history[i]
+        if old.image is not None:
+            run.history[i] = HistoryEntry(old.step, old.thought, old.action_text, None, old.result)
+    if step.memory is not None:
+        run.memory = step.memory

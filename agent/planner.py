@@ -58,6 +58,7 @@ class GLMPlanner:
         transport: httpx.BaseTransport | None = None,
         stop_event: threading.Event | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        scrub: Callable[[str], str] | None = None,
     ) -> None:
         self.settings = settings
         self.use_tools = settings.protocol in ("auto", "tools")

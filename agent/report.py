@@ -15,7 +15,6 @@ page is ours: it marks the body with how many images decoded (used by the tests)
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 from datetime import datetime
@@ -23,7 +22,6 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from agent.errors import EXIT_DONE
 from agent.trajectory import Recording, Step, load
 
 STATUS_COLOUR = {
@@ -268,29 +266,8 @@ def _step(recording: Recording, step: Step, link_images: bool) -> str:
     return f'<section class="step" id="step-{step.step}">{figure}<div>{"".join(body)}</div></section>'
 
 
-def write_report(path: str | Path, link_images: bool = False) -> Path:
+def write_report(path: str | Path, link_images: bool = False, out: str | Path | None = None) -> Path:
     recording = load(path)
-    out = recording.path / "report.html"
+    out = Path(out) if out is not None else recording.path / "report.html"
     out.write_text(render(recording, link_images), encoding="utf-8")
     return out
-
-
-def register(commands: Any) -> None:
-    p = commands.add_parser(
-        "view",
-        help="write report.html into a recording: screenshots, clicks, thoughts, costs",
-        description="Write a self-contained report.html into the recording folder.",
-    )
-    p.add_argument("recording", help="a recording folder")
-    p.add_argument(
-        "--link-images",
-        action="store_true",
-        help="refer to the screenshots in screens/ instead of embedding them (smaller page)",
-    )
-    p.set_defaults(func=cmd_view)
-
-
-def cmd_view(args: argparse.Namespace) -> int:
-    out = write_report(args.recording, args.link_images)
-    print(f"deskpilot view: wrote {out}")
-    return EXIT_DONE

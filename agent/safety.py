@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from actions.executor import Executor, PointScreen
-from actions.schema import Action, Type
+from actions.schema import Action, Type, action_to_call
 from agent.errors import DisplayError, ModelError, UsageError
 from agent.parsing import parse_reply
 
@@ -138,9 +138,10 @@ class Approver:
             return True
         return action.kind == "key" and _combo(action.keys) in self.always
 
-    def __call__(self, action: Action, preview: str) -> Decision:
+    def __call__(self, action: Action, points_screen: list[PointScreen]) -> Decision:
         if not self.needs_approval(action):
             return Decision("approve", action)
+        preview = action_to_call(action) + "".join(f" at ({x}, {y})" for x, y in points_screen)
         why = "" if self.confirm_all else "  (this key combination always needs approval)"
         while True:
             self.stdout.write(f"\nplanned: {preview}{why}\n[a]pprove / [s]kip / [e]dit / [q]uit? ")

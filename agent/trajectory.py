@@ -121,8 +121,10 @@ class Step(BaseModel):
     completion_tokens: int = 0
     cost_usd: float = 0.0
     error: str | None = None
-    decision: Literal["skip", "edit", "quit"] | None = Field(
-        None, description="what the user decided at the approval prompt (None: approved, or not asked)"
+    decision: Literal["skip", "edit", "quit", "refused"] | None = Field(
+        None,
+        description="what the user decided at the approval prompt, or refused: outside the --window scope "
+        "(None: approved, or not asked)",
     )
     note: str = Field("", description='the same in words, e.g. "skipped by the user"')
     proposed_action: dict[str, Any] | None = Field(
@@ -153,6 +155,7 @@ class Header(BaseModel):
     monitor: MonitorGeometry | None = None  # set from the first step's capture
     prices: Prices | None = None
     settings: dict[str, Any] = Field(default_factory=dict)  # every public setting, never a key
+    window: dict[str, Any] | None = None  # the --window scope: pattern, id, class, title, rect
 
 
 class Outcome(BaseModel):
@@ -190,7 +193,9 @@ def slugify(text: str, limit: int = 40) -> str:
     return slug[:limit].rstrip("-") or "task"
 
 
-def make_header(task: str, settings: dict[str, Any] | None, mode: str = "run") -> Header:
+def make_header(
+    task: str, settings: dict[str, Any] | None, mode: str = "run", window: dict[str, Any] | None = None
+) -> Header:
     """The header of a new recording, from ``Settings.public()`` (any key-like field is dropped)."""
     public = {k: v for k, v in (settings or {}).items() if k.lower() not in _SECRET_KEYS}
     prices = None
@@ -212,6 +217,7 @@ def make_header(task: str, settings: dict[str, Any] | None, mode: str = "run") -
         monitor_index=public.get("monitor"),
         prices=prices,
         settings=public,
+        window=window,
     )
 
 
@@ -226,8 +232,10 @@ class JsonlRecorder:
         mode: str = "run",
         name: str | None = None,
         scrub: Callable[[str], str] | None = None,
+        window: dict[str, Any] | None = None,
     ) -> None:
-        """``scrub`` is applied to every line and file of JSON written (secret values out)."""
+        """``scrub`` is applied to every line and file of JSON written (secret values out);
+        ``window`` describes the --window scope for the header."""
         root = Path(root)
         self._scrub = scrub or (lambda text: text)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -241,7 +249,7 @@ class JsonlRecorder:
                 path = root / f"{base}-{n}"
             (path / "screens").mkdir(parents=True)
             self.path = path
-            self.header = make_header(task, settings, mode)
+            self.header = make_header(task, settings, mode, window)
             self._write_json(path / "header.json", self.header)
             self._steps = open(path / "steps.jsonl", "a", encoding="utf-8")
         except OSError as exc:

@@ -25,15 +25,15 @@ python-xlib and mss are imported inside functions: the module imports without a 
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
 
+from agent.capture import Screenshot
+from agent.display import check_display
 from agent.errors import DisplayError, UsageError
 from agent.geometry import MonitorGeometry
-from agent.screen import Screenshot, check_display
 from agent.settle import thumbnail
 from agent.text import quoted
 
@@ -470,7 +470,7 @@ class WindowScreen:
         image, region = self._grab()
         scale = image.width / region["width"]  # image pixels per screen unit (1.0 on X11)
         geometry = MonitorGeometry(region["left"], region["top"], image.width, image.height, scale)
-        return Screenshot(image, geometry, time.time(), source=f"window:{self.scope.window.id:#x}")
+        return Screenshot(image, geometry)
 
     def thumbnail(self) -> Image.Image:
         """A small grayscale image of the window's area: the settle check's probe."""

@@ -18,7 +18,8 @@ from agent.config import Settings
 from agent.fakeserver import FakeModelServer
 from agent.loop import Limits, run_episode
 from agent.planner import GLMPlanner, ScriptedPlanner
-from agent.replay import LiveReplayer, ModelHealer, check, patch_difference, recorded_actions, settle_gap, simulate
+from agent.replay.live import LiveReplayer, ModelHealer, crop_around, patch_difference, settle_gap
+from agent.replay.offline import check, recorded_actions, simulate
 from agent.trajectory import JsonlRecorder, load
 from tests.conftest import cli_env
 from tests.fake_brains import CYAN, MAGENTA, reply, thousandths_of
@@ -212,7 +213,6 @@ def dialog(offset=(0, 0), cursor=False, clock="12:00") -> Image.Image:
 
 
 def crop(image, point=(640, 410)):
-    from agent.replay import crop_around
 
     return crop_around(image, point, 160)
 

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
+from agent.capture import MssScreen
 from agent.errors import DisplayError, UsageError
 from agent.geometry import ground, image_to_model
-from agent.screen import MssScreen
 from agent.window import WindowInfo, WindowScope, list_windows, match_windows
 from tests.live_support import TargetApp, have_xvfb, xvfb_display
 

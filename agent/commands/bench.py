@@ -1,0 +1,44 @@
+"""``deskpilot bench``: what everything around the model costs, each figure beside a baseline
+(the measurements are in ``agent.bench``; this prints them and writes --json)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from agent.bench import add_arguments, format_table, run_bench
+from agent.commands.common import Console
+from agent.errors import EXIT_DONE, UsageError
+
+__all__ = ["add_arguments", "cmd_bench"]
+
+
+def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    if args.live:
+        try:
+            import tkinter  # noqa: F401
+        except ImportError:
+            raise UsageError("--live needs tkinter for the bench desktop") from None
+    result = run_bench(
+        repeat=args.repeat,
+        replay_steps=args.replay_steps,
+        steps=args.steps,
+        encoding=args.encoding,
+        live=args.live,
+        profile=args.profile,
+        log=lambda line: console.say(f"deskpilot bench: {line}", err=True),
+    )
+    for line in format_table(result).splitlines():
+        console.say(line)
+    for name, text in result["profiles"].items():
+        console.say("")
+        console.say(f"cProfile, {name}:")
+        for line in text.splitlines():
+            console.say(line)
+    if args.json:
+        try:
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.json}: {exc.strerror or exc}") from None
+    return EXIT_DONE  # a missed target is a finding, shown in the table, not a failure

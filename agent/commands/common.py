@@ -1,0 +1,150 @@
+"""What every command shares: the parser class, the model flags (declared once), and the console.
+
+* ``Parser``: argparse that exits 2 on bad input, with the one exit-code table as epilog.
+* ``add_model_arguments`` / ``settings_from_args``: the provider and model flags, used by
+  ``run`` and ``replay --heal``; with ``recorded`` the defaults come from a recording's header.
+* ``Console``: the only way a command prints. Every line is scrubbed of secrets and the API
+  key, then passed through ``agent.text.printable`` (control characters made visible), so no
+  model-derived text can rewrite the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TextIO
+
+from agent.argtypes import image_token_budget, nonneg_int, positive_float, positive_int
+from agent.config import DEFAULT_IMAGE_ENCODING, DEFAULT_IMAGE_TOKENS, PROVIDERS, Settings
+from agent.errors import EXIT_USAGE, exit_codes_help
+from agent.text import printable
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with deskpilot's exit code for bad usage and its exit-code table as epilog."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("epilog", exit_codes_help())
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"deskpilot: error: {printable(message)}\n")
+
+
+class Console:
+    """Prints lines for a person: secrets scrubbed, control characters visible."""
+
+    def __init__(self, scrub: Callable[[str], str] | None = None, out: TextIO | None = None) -> None:
+        self.scrub = scrub or (lambda text: text)
+        self.out = out
+
+    def say(self, line: str, *, err: bool = False) -> None:
+        """Print one line (a line break inside it is shown as \\n, never obeyed)."""
+        stream = sys.stderr if err else (self.out or sys.stdout)
+        print(printable(self.scrub(line)), file=stream, flush=True)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, recorded: bool = False) -> None:
+    """The model flags. ``recorded``: every default is "as recorded" (replay --heal)."""
+    as_recorded = " (default: the recorded one)" if recorded else ""
+    model = parser.add_argument_group("model" + (" (--heal)" if recorded else ""))
+    model.add_argument(
+        "--provider",
+        choices=list(PROVIDERS),
+        default=None if recorded else "siliconflow",
+        help="provider preset: base URL, model id, thinking switch, key variable"
+        + (as_recorded or " (default: siliconflow)"),
+    )
+    model.add_argument("--base-url", help="OpenAI-compatible base URL (overrides the preset)" + as_recorded)
+    model.add_argument("--model", help="model id (overrides the preset)" + as_recorded)
+    model.add_argument(
+        "--api-key",
+        help="API key (default: DESKPILOT_API_KEY, then the provider's own variable such as SILICONFLOW_API_KEY)",
+    )
+    model.add_argument(
+        "--protocol",
+        choices=["auto", "tools", "text"],
+        default=None if recorded else "auto",
+        help="auto: send tools and accept every text shape; tools: tool calling; text: the trained text format only"
+        + (as_recorded or " (default: auto)"),
+    )
+    model.add_argument(
+        "--thinking",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="let the model think before answering (slower, costlier; default: off, on when --thinking-budget "
+        "is given)" + as_recorded,
+    )
+    model.add_argument(
+        "--thinking-budget",
+        type=positive_int,
+        metavar="N",
+        help="thinking token budget, for SiliconFlow (128-32768) and OpenRouter",
+    )
+    model.add_argument(
+        "--max-image-tokens",
+        type=image_token_budget,
+        default=None if recorded else DEFAULT_IMAGE_TOKENS,
+        metavar="N",
+        help=f"downscale screenshots to cost at most N visual tokens (64-6144; default: {DEFAULT_IMAGE_TOKENS})"
+        + as_recorded,
+    )
+    model.add_argument(
+        "--image-encoding",
+        default=None if recorded else DEFAULT_IMAGE_ENCODING,
+        metavar="ENC",
+        help="how screenshots are sent: jpeg[:QUALITY] or png[:LEVEL] (default: jpeg:90); "
+        "recordings always keep the lossless capture" + as_recorded,
+    )
+    model.add_argument(
+        "--retries",
+        type=nonneg_int,
+        default=4,
+        metavar="N",
+        help="retries of a failed request (connection error, timeout, 429, 5xx, malformed reply) "
+        "with exponential backoff (default: 4)",
+    )
+    model.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=120.0,
+        metavar="SECONDS",
+        help="the longest one request may take, reply included (default: 120)",
+    )
+    model.add_argument(
+        "--connect-timeout",
+        type=positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait to connect to the endpoint (default: 10)",
+    )
+
+
+def settings_from_args(args: argparse.Namespace, recorded: dict[str, Any] | None = None, **extra: Any) -> Settings:
+    """Settings from the model flags; ``recorded`` (a header's settings) fills what was not given."""
+    recorded = recorded or {}
+    provider = args.provider or recorded.get("provider") or "siliconflow"
+    same = provider == recorded.get("provider")
+
+    def pick(flag: Any, name: str) -> Any:
+        return flag if flag is not None else recorded.get(name)
+
+    thinking = args.thinking if args.thinking is not None else (args.thinking_budget is not None or None)
+    return Settings.resolve(
+        provider,
+        base_url=args.base_url or (recorded.get("base_url") if same else None),
+        model=args.model or (recorded.get("model") if same else None),
+        api_key=args.api_key,
+        thinking=pick(thinking, "thinking"),
+        thinking_budget=pick(args.thinking_budget, "thinking_budget"),
+        protocol=pick(args.protocol, "protocol"),
+        max_image_tokens=pick(args.max_image_tokens, "max_image_tokens"),
+        image_encoding=pick(args.image_encoding, "image_encoding"),
+        max_retries=args.retries,
+        read_timeout=args.timeout,
+        connect_timeout=args.connect_timeout,
+        **extra,
+    )

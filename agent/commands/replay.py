@@ -1,0 +1,146 @@
+"""``deskpilot replay RECORDING --mode check|simulate|execute``: a recording as a regression test,
+a dry loop, or a live macro without the model (see ``agent.replay``). Prints one line per
+difference (``DIFFERS step N: ...``) and a summary; exit 1 when a step differed."""
+
+from __future__ import annotations
+
+import argparse
+
+from agent.argtypes import nonneg_float, positive_float
+from agent.commands.common import Console, add_model_arguments, settings_from_args
+from agent.errors import EXIT_DONE, EXIT_NOT_DONE
+from agent.replay.live import THRESHOLD, HealFailed, LiveReplayer, ModelHealer
+from agent.replay.offline import Difference, check, simulate
+from agent.safety import DEFAULT_ALWAYS_CONFIRM, DEFAULT_KILL_HOTKEY, Approver, describe_hotkey
+from agent.trajectory import Recording, load
+
+MODES = ("check", "simulate", "execute")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recording", help="a recording folder (recordings/<time>-<task>)")
+    p.add_argument("--mode", choices=MODES, default="check", help="default: check")
+    live = p.add_argument_group("execute")
+    live.add_argument(
+        "--heal", action="store_true", help="when the screen differs, ask the model to find the recorded element again"
+    )
+    live.add_argument(
+        "--speed", type=positive_float, default=1.0, metavar="X", help="replay the recorded pauses X times faster"
+    )
+    live.add_argument(
+        "--max-wait", type=nonneg_float, default=5.0, metavar="SECONDS", help="longest pause between two actions"
+    )
+    live.add_argument(
+        "--threshold",
+        type=nonneg_float,
+        default=THRESHOLD,
+        metavar="SCORE",
+        help=f"largest patch difference (0-1) still taken as the same screen (default: {THRESHOLD})",
+    )
+    live.add_argument(
+        "--settle",
+        type=nonneg_float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how long to wait for the screen to match before it counts as changed (default: 2)",
+    )
+    live.add_argument("--monitor", type=int, metavar="N", help="monitor to act on (default: the recorded one)")
+    live.add_argument(
+        "--confirm", action="store_true", help="ask approve / skip / edit / quit before every recorded action"
+    )
+    live.add_argument(
+        "--always-confirm",
+        default=",".join(DEFAULT_ALWAYS_CONFIRM),
+        metavar="COMBOS",
+        help="key combinations that always need approval, as in run (default: %(default)s)",
+    )
+    add_model_arguments(p, recorded=True)
+
+
+def cmd_replay(args: argparse.Namespace, console: Console) -> int:
+    recording = load(args.recording)
+    n_replies = sum(len(s.attempts) for s in recording.steps)
+    console.say(
+        f"deskpilot replay ({args.mode}): {recording.path}: {recording.header.task!r}, "
+        f"{len(recording.steps)} steps, {n_replies} replies, recorded outcome {recording.outcome.status}"
+    )
+    if args.mode == "check":
+        found = check(recording)
+    elif args.mode == "simulate":
+        found = simulate(recording)
+    else:
+        found, performed, healed = _execute(recording, args, console)
+        if not found:
+            note = f"; healed steps {', '.join(map(str, healed))}" if healed else ""
+            console.say(f"deskpilot replay: performed {performed} recorded actions{note}")
+            return EXIT_DONE
+    for difference in found:
+        console.say(f"DIFFERS {difference}")
+    if found:
+        steps = sorted({d.step for d in found})
+        console.say(f"deskpilot replay: {len(steps)} step(s) differ: {', '.join(map(str, steps))}")
+        return EXIT_NOT_DONE
+    console.say(f"deskpilot replay: all {len(recording.steps)} steps match")
+    return EXIT_DONE
+
+
+def _execute(
+    recording: Recording, args: argparse.Namespace, console: Console
+) -> tuple[list[Difference], int, list[int]]:
+    """Replay live; returns the differences, the number of actions performed, the healed steps."""
+    from contextlib import ExitStack
+
+    from actions.pyautogui_executor import PyAutoGuiExecutor
+    from agent.capture import MssScreen
+    from agent.planner import GLMPlanner
+    from agent.safety import KillSwitch, Secrets, SecretTypingExecutor
+
+    monitor = args.monitor if args.monitor is not None else (recording.header.monitor_index or 1)
+    secrets = Secrets.from_task(recording.header.task)
+    console.scrub = secrets.scrub
+    approve = Approver(args.confirm, args.always_confirm.split(","))
+    with ExitStack() as stack:
+        scope = refuse = None
+        if recording.header.window:
+            from agent.window import WindowScope
+
+            scope = WindowScope(recording.header.window["pattern"])
+            stack.callback(scope.close)
+            screen = scope.screen(monitor)
+            refuse = lambda action, points: scope.refuse(action.kind, points)  # noqa: E731
+        else:
+            screen = MssScreen(monitor)
+        stack.callback(screen.close)
+        healer = None
+        if args.heal:
+            settings = settings_from_args(args, recording.header.settings)
+            planner = GLMPlanner(settings, scrub=secrets.scrub)
+            stack.callback(planner.close)
+            healer = ModelHealer(planner, settings, recording.header.task)
+        kill_switch = KillSwitch(DEFAULT_KILL_HOTKEY).start()
+        stack.callback(kill_switch.stop)
+        live = PyAutoGuiExecutor(should_stop=kill_switch.stop_event.is_set)
+        stack.callback(live.close)
+        executor = SecretTypingExecutor(live, secrets)
+        console.say(
+            f"deskpilot replay: stop with {describe_hotkey(DEFAULT_KILL_HOTKEY)} (in any window), Ctrl-C here, "
+            "or throw the mouse into a screen corner"
+        )
+        replayer = LiveReplayer(
+            recording,
+            screen,
+            executor,
+            healer=healer,
+            approve=approve,
+            refuse=refuse,
+            threshold=args.threshold,
+            speed=args.speed,
+            max_wait=args.max_wait,
+            settle=args.settle,
+            log=console.say,
+        )
+        try:
+            found = replayer.run()
+        except HealFailed as exc:
+            found = [Difference(replayer.current, str(exc))]
+    return found, replayer.performed, replayer.healed

@@ -1,0 +1,88 @@
+"""From a raw reply to a grounded action: the one "parse and ground", and the one retry path.
+
+``interpret(raw, monitor)`` parses a reply (``agent.parsing``) and grounds every point of its
+action on ``monitor`` (``agent.geometry``): the action, its targets in all three coordinate
+spaces, the thought and the Memory list. The loop, ``replay check``, the healer and the bench
+all call it, so a recorded reply is judged exactly as a live one.
+
+``ask(...)`` is the one retry-with-feedback path: it asks the planner, interprets the reply,
+and on a model error asks again with the error as feedback (an empty reply from a model that
+thought too long is asked again with thinking off), at most ``attempts`` times. The loop and
+the healer both use it; ``on_reply`` lets the caller record every reply and its cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from actions.schema import Action
+from agent.errors import EmptyReply, ModelError
+from agent.geometry import MonitorGeometry, Target, ground_box
+from agent.parsing import parse_reply
+from agent.planner import Planner, PlannerResult
+from agent.protocol import RawReply, StepRequest
+
+
+@dataclass(frozen=True)
+class Grounded:
+    """A usable reply: the action and where it lands, with the text around it."""
+
+    action: Action
+    targets: tuple[Target, ...]
+    thought: str
+    memory: list | None
+
+
+def ground_action(action: Action, monitor: MonitorGeometry) -> tuple[Target, ...]:
+    """Targets of an action's points (start_box, then end_box) in all three spaces; () if none."""
+    boxes = (getattr(action, name, None) for name in ("start_box", "end_box"))
+    return tuple(ground_box(box_model, monitor) for box_model in boxes if box_model is not None)
+
+
+def interpret(raw: RawReply, monitor: MonitorGeometry) -> Grounded:
+    """Parse ``raw`` and ground its action on ``monitor``; raise a ModelError if it is unusable."""
+    parsed = parse_reply(raw.content, raw.tool_calls, raw.reasoning)
+    return Grounded(parsed.action, ground_action(parsed.action, monitor), parsed.thought, parsed.memory)
+
+
+def feedback_for(error: ModelError) -> str:
+    """What the model is told about its unusable reply."""
+    return f"{type(error).__name__}: {error}"
+
+
+def ask(
+    planner: Planner,
+    request: Callable[[str | None, bool], StepRequest],
+    monitor: MonitorGeometry,
+    attempts: int,
+    on_reply: Callable[[PlannerResult, ModelError | None], None] | None = None,
+    check: Callable[[Grounded], None] | None = None,
+) -> tuple[Grounded | None, str | None]:
+    """Ask until a reply is usable, at most ``attempts`` times.
+
+    ``request(feedback, no_thinking)`` builds each request; ``check`` may reject a usable
+    reply with a ModelError (e.g. the healer wants as many points as recorded). Returns the
+    grounded reply (or None) and the last feedback given.
+    """
+    feedback: str | None = None
+    no_thinking = False
+    for _ in range(attempts):
+        result = planner.decide(request(feedback, no_thinking))
+        raw = result.raw
+        try:
+            grounded = interpret(raw, monitor)
+            if check is not None:
+                check(grounded)
+        except ModelError as exc:
+            if on_reply is not None:
+                on_reply(result, exc)
+            feedback = feedback_for(exc)
+            if isinstance(exc, EmptyReply) and raw.reasoning:
+                no_thinking = True  # thinking used up the token budget: ask again without it
+                feedback += " Keep your reasoning short and give the action."
+            continue
+        if on_reply is not None:
+            on_reply(result, None)
+        return grounded, None
+    return None, feedback

@@ -1,0 +1,264 @@
+"""Replaying a recording without a display: ``check`` and ``simulate``.
+
+* ``check`` (no display, no model): every recorded reply is interpreted again with today's
+  parser and grounded again with the recorded geometry (``agent.grounding.interpret``, the
+  same function a run uses). A reply recorded as rejected must still be rejected; the
+  accepted one must give the same action and the same targets. Each differing step is
+  reported as a ``Difference``.
+* ``simulate``: the whole loop (``run_episode``) with the recorded screenshots as mocked
+  screens (``ImageScreen``), the recorded replies (every attempt, in order) as a
+  ``ScriptedPlanner``, and the ``DryRunExecutor``; the performed actions must come out the
+  same, step by step. Decisions recorded at the approval prompt (skip, edit, quit) and
+  refusals of a ``--window`` scope are replayed too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from actions.executor import DryRunExecutor
+from actions.schema import ACTION_ADAPTER, TERMINAL_KINDS, Action, action_to_call
+from agent.capture import ImageScreen
+from agent.config import Settings
+from agent.errors import EndpointError, Interrupted, ModelError, UsageError
+from agent.geometry import Target
+from agent.grounding import interpret
+from agent.loop import Limits, run_episode
+from agent.planner import ScriptedPlanner
+from agent.protocol import RawReply
+from agent.safety import Decision
+from agent.trajectory import Recording, Step
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One way a step came out differently from its recording."""
+
+    step: int
+    what: str
+
+    def __str__(self) -> str:
+        return f"step {self.step}: {self.what}"
+
+
+# --- check -----------------------------------------------------------------------------
+
+
+def check(recording: Recording) -> list[Difference]:
+    """Re-parse and re-ground every recorded reply; return what differs (empty: all match)."""
+    found: list[Difference] = []
+    for step in recording.steps:
+        edited = step.decision == "edit"
+        for number, attempt in enumerate(step.attempts, start=1):
+            label = f"reply {number}" if len(step.attempts) > 1 else "the reply"
+            raw = RawReply.model_validate(attempt.raw)
+            try:
+                parsed = interpret(raw, step.geometry)
+                targets = list(parsed.targets)
+            except ModelError as exc:
+                if attempt.error is None:
+                    found.append(
+                        Difference(
+                            step.step,
+                            f"{label} was accepted as {step.action_text}, now rejected: {type(exc).__name__}: {exc}",
+                        )
+                    )
+                continue
+            except Exception as exc:  # the parser crashed: exactly what a regression test is for
+                found.append(Difference(step.step, f"{label}: the parser raised {type(exc).__name__}: {exc}"))
+                continue
+            now = action_to_call(parsed.action)
+            if attempt.error is not None:
+                found.append(Difference(step.step, f"{label} was rejected ({attempt.error_type}), now parses as {now}"))
+            elif edited:  # the recorded action is the user's edit: compare the model's own
+                proposed = step.proposed_action
+                if proposed is not None and proposed != parsed.action.model_dump(mode="json"):
+                    found.append(
+                        Difference(step.step, f"the model's action (edited by the user) was {proposed}, now {now}")
+                    )
+            else:
+                what = _differs(
+                    step.action, step.action_text, step.targets, parsed.action.model_dump(mode="json"), now, targets
+                )
+                if what:
+                    found.append(Difference(step.step, what))
+    return found
+
+
+def _differs(
+    action_a: dict | None,
+    text_a: str,
+    targets_a: list[Target],
+    action_b: dict | None,
+    text_b: str,
+    targets_b: list[Target],
+) -> str | None:
+    """How two accepted actions differ: their kind or arguments first, else where they point."""
+    boxes = ("start_box", "end_box")
+    strip = lambda a: {k: v for k, v in a.items() if k not in boxes} if a else a
+    if strip(action_a) != strip(action_b) or (targets_a == targets_b and action_a != action_b):
+        return f"action was {text_a or 'none'}, now {text_b or 'none'}"
+    if targets_a != targets_b:
+        return f"target was {_points(targets_a)}, now {_points(targets_b)}"
+    return None
+
+
+def _points(targets: list[Target]) -> str:
+    return (
+        " -> ".join(f"{list(t.box_model)} = image {t.point_image} = screen {t.point_screen}" for t in targets) or "none"
+    )
+
+
+@dataclass(frozen=True)
+class Performed:
+    """An action as performed: kind, screen points, text typed or keys."""
+
+    step: int
+    kind: str
+    points_screen: tuple[tuple[int, int], ...]
+    text: str | None = None
+
+    def __str__(self) -> str:
+        where = " at " + " -> ".join(f"({x}, {y})" for x, y in self.points_screen) if self.points_screen else ""
+        return f"{self.kind}{where}" + (f" {self.text!r}" if self.text else "")
+
+
+# --- simulate --------------------------------------------------------------------------
+
+
+def recorded_actions(recording: Recording) -> list[Performed]:
+    """The actions the recorded run performed: not DONE/FAIL, not skipped at the approval prompt."""
+    performed = []
+    for step in recording.steps:
+        if executed(step):
+            action = step.action or {}
+            performed.append(
+                Performed(
+                    step.step,
+                    action["kind"],
+                    tuple(tuple(t.point_screen) for t in step.targets),
+                    action.get("content") or action.get("keys"),
+                )
+            )
+    return performed
+
+
+def executed(step: Step) -> bool:
+    """Whether the recorded run performed (or started to perform) the step's action."""
+    return (
+        step.action is not None
+        and step.action.get("kind") not in TERMINAL_KINDS
+        and step.decision not in ("skip", "quit", "refused")
+    )
+
+
+def simulate(recording: Recording) -> list[Difference]:
+    """Run the loop on the recorded screens and replies with the dry-run executor."""
+    steps = recording.steps
+    if not steps:
+        return []
+    replies = [RawReply.model_validate(a.raw) for s in steps for a in s.attempts]
+    planner = ScriptedPlanner(replies)
+    first = steps[0].geometry
+    screen = ImageScreen(recording.path / steps[0].screenshot, origin=(first.left, first.top), scale=first.scale)
+    screen.files = [recording.path / s.screenshot for s in steps]
+    executor = DryRunExecutor()
+    performed: list[Performed] = []
+    simulated: list[Step] = []
+
+    def on_step(step: Step) -> None:
+        simulated.append(step)
+        performed.extend(Performed(step.step, e.kind, e.points_screen, e.text) for e in executor.performed)
+        executor.performed.clear()
+
+    found: list[Difference] = []
+    gates = _RecordedGates(steps)
+    try:
+        result = run_episode(
+            recording.header.task,
+            screen=screen,
+            planner=planner,
+            executor=executor,
+            settings=_settings(recording),
+            on_step=on_step,
+            limits=Limits(max_steps=len(steps), model_retries=_model_retries(recording)),
+            approve=gates.approve,
+            refuse=gates.refuse,
+        )
+    except EndpointError:  # the scripted planner ran out of recorded replies
+        at = simulated[-1].step + 1 if simulated else 1
+        found.append(Difference(at, "the simulated run asked the model more often than the recorded one"))
+        result = None
+    except Interrupted:  # a recorded "quit" at the approval prompt ends the simulation the same way
+        result = None
+    for before, after in zip(steps, simulated):
+        what = _differs(
+            before.action, before.action_text, before.targets, after.action, after.action_text, after.targets
+        )
+        if what:
+            found.append(Difference(before.step, what))
+    expected = recorded_actions(recording)
+    if performed != expected and not found:
+        for i in range(max(len(performed), len(expected))):
+            a = expected[i] if i < len(expected) else None
+            b = performed[i] if i < len(performed) else None
+            if a != b:
+                found.append(Difference((a or b).step, f"performed {b or 'nothing'}, recorded {a or 'nothing'}"))
+                break
+    if planner.replies and not found:
+        found.append(Difference(steps[-1].step, f"{len(planner.replies)} recorded replies were never asked for"))
+    status = recording.outcome.status
+    if result is not None and status in ("done", "fail") and result.outcome.status != status and not found:
+        found.append(Difference(steps[-1].step, f"outcome was {status}, now {result.outcome.status}"))
+    return found
+
+
+def _settings(recording: Recording) -> Settings:
+    known = {k: v for k, v in recording.header.settings.items() if k in Settings.model_fields and k != "api_key"}
+    known.setdefault("base_url", "http://localhost:8000/v1")
+    known.setdefault("model", recording.header.model or "replay")
+    try:
+        return Settings.model_validate(known)
+    except Exception as exc:
+        raise UsageError(f"{recording.path / 'header.json'}: settings: {exc}") from None
+
+
+def _model_retries(recording: Recording) -> int:
+    """The recorded run's retry budget: from the header, else worked out from the steps
+    (a step with no usable reply used all of it)."""
+    recorded = recording.header.settings.get("model_retries")
+    if isinstance(recorded, int):
+        return recorded
+    steps = recording.steps
+    exhausted = [len(s.attempts) - 1 for s in steps if s.attempts and all(a.error for a in s.attempts)]
+    if exhausted:
+        return max(exhausted)
+    return max([2] + [len(s.attempts) - 1 for s in steps])
+
+
+class _RecordedGates:
+    """The recorded run's gates, replayed in order: a refusal of the window scope, then the
+    decision at the approval prompt (skip, edit, quit), for each step that had an action."""
+
+    def __init__(self, steps: list[Step]) -> None:
+        self._queue = [s for s in steps if s.action is not None and s.action.get("kind") not in TERMINAL_KINDS]
+        self._current: Step | None = None
+
+    def refuse(self, action: Action, points_screen: list) -> str | None:
+        if self._current is not None:  # asked again for an edited action: it passed in the recording
+            self._current = None
+            return None
+        self._current = self._queue.pop(0) if self._queue else None
+        if self._current is not None and self._current.decision == "refused":
+            note, self._current = self._current.note, None
+            return note
+        return None
+
+    def approve(self, action: Action, points_screen: list) -> Decision:
+        step, self._current = self._current, None
+        if step is not None and step.decision in ("skip", "quit"):
+            return Decision(step.decision)
+        if step is not None and step.decision == "edit" and step.action is not None:
+            self._current = step  # the loop asks the scope again about the edit
+            return Decision("approve", ACTION_ADAPTER.validate_python(step.action))
+        return Decision("approve", action)
