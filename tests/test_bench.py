@@ -1,15 +1,19 @@
-"""``deskpilot bench`` smoke test (tiny repeat counts, no display, nothing timed) and the
-image-budget rules it measures."""
+"""``deskpilot bench`` smoke test (tiny repeat counts, no display, nothing timed), the
+package's entry points, its generated and live desktops, and the image-budget rules it measures."""
 
 from __future__ import annotations
 
+import argparse
 import base64
+import inspect
 import io
 import json
 
 import pytest
 from PIL import Image
 
+from agent.bench import OPTIONS, add_arguments, run_bench
+from agent.bench.scene import MemoryScreen, generate_screen, live_desktop
 from agent.capture import Screenshot
 from agent.cli import main
 from agent.config import parse_encoding
@@ -68,6 +72,67 @@ def test_bench_smoke_writes_every_row(tmp_path, capsys):
 def test_bench_rejects_an_unknown_encoding(capsys):
     assert main(["bench", "--encoding", "webp", "--repeat", "1"]) == 2
     assert "unknown image encoding" in capsys.readouterr().err
+
+
+def test_add_arguments_gives_run_bench_its_options_and_defaults():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    defaults = parser.parse_args([])
+    assert {name: getattr(defaults, name) for name in OPTIONS} == OPTIONS and defaults.json is None
+    parameters = inspect.signature(run_bench).parameters
+    assert {name: parameters[name].default for name in OPTIONS} == OPTIONS
+    args = parser.parse_args(["--live", "--repeat", "3", "--replay-steps", "9", "--encoding", "png", "--json", "x"])
+    assert (args.live, args.repeat, args.replay_steps, args.encoding, args.json) == (True, 3, 9, "png", "x")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--repeat", "0"])
+
+
+def test_memory_screen_captures_the_generated_desktop_as_painted():
+    painted = generate_screen((1280, 800))
+    shot = MemoryScreen(painted).capture()
+    assert shot.image.tobytes() == painted.tobytes() and shot.monitor.width == 1280
+    assert len(painted.getcolors(maxcolors=1 << 20) or ()) > 10_000  # a photo, text, windows: not flat fills
+
+
+def _window_names(display: str) -> set[str]:
+    from Xlib.display import Display
+
+    connection = Display(display)
+    names: set[str] = set()
+
+    def walk(window) -> None:
+        name = window.get_wm_name()
+        if name:
+            names.add(name.decode() if isinstance(name, bytes) else name)
+        for child in window.query_tree().children:
+            walk(child)
+
+    try:
+        walk(connection.screen().root)
+    finally:
+        connection.close()
+    return names
+
+
+@pytest.mark.live
+def test_live_desktop_runs_the_desktop_app_with_every_window():
+    from agent.xvfb import have_xvfb
+
+    if not have_xvfb():
+        pytest.skip("Xvfb is not installed")
+    pytest.importorskip("tkinter")
+    from agent.capture import MssScreen
+
+    with live_desktop((1280, 800)) as display:
+        names = _window_names(display)
+        screen = MssScreen(1)
+        try:
+            image = screen.capture().image
+        finally:
+            screen.close()
+    windows = {"wallpaper", "panel", "Preferences", "News - Browser", "Files - /home/user/projects", "loop.py - Editor"}
+    assert windows <= names
+    assert image.size == (1280, 800) and len(image.getcolors(maxcolors=1 << 20) or ()) > 10_000
 
 
 # --- the image budget ---------------------------------------------------------------------

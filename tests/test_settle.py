@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import queue
-import shutil
 import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
 
 from agent.settle import AdaptiveSettle, SettleConfig, changed_fraction, thumbnail
+from tests.live_support import have_xvfb, xvfb_display
 
 
 class FakeClock:
@@ -167,97 +166,20 @@ def test_for_screen_falls_back_to_capture(tmp_path):
 
 # --- live, under Xvfb ----------------------------------------------------------------------
 
-APP = r"""
-import sys, threading, queue, tkinter as tk
-root = tk.Tk()
-root.geometry("420x300+40+40")
-entry = tk.Entry(root, insertontime=60, insertofftime=60, insertwidth=3, font=("TkFixedFont", 16))
-entry.pack(fill="x", padx=10, pady=10)
-canvas = tk.Canvas(root, width=400, height=200, bg="white", highlightthickness=0)
-canvas.pack()
-box = canvas.create_rectangle(0, 60, 60, 120, fill="blue")
-commands = queue.Queue()
-threading.Thread(target=lambda: [commands.put(l.split()) for l in sys.stdin], daemon=True).start()
-
-def animate(until, first=False):
-    canvas.move(box, 12, 0)
-    if canvas.coords(box)[0] > 340:
-        canvas.coords(box, 0, 60, 60, 120)
-    root.update_idletasks()
-    if first:
-        print("started", flush=True)
-    if root.tk.call("clock", "milliseconds") < until:
-        root.after(16, animate, until)
-
-def poll():
-    while not commands.empty():
-        cmd = commands.get()
-        if cmd and cmd[0] == "animate":
-            animate(root.tk.call("clock", "milliseconds") + int(float(cmd[1]) * 1000), first=True)
-    root.after(5, poll)
-
-def ready():
-    entry.focus_force()
-    root.update()
-    print("ready", flush=True)
-
-root.after(300, ready)
-root.after(5, poll)
-root.mainloop()
-"""
-
-
-@contextmanager
-def _own_xvfb(width: int, height: int):
-    """Xvfb (+ openbox when installed) on a free display, with DISPLAY set."""
-    xvfb = subprocess.Popen(
-        ["Xvfb", "-displayfd", "1", "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    procs = [xvfb]
-    old = os.environ.get("DISPLAY")
-    try:
-        number = xvfb.stdout.readline().strip()
-        if not number:
-            pytest.skip("Xvfb did not start")
-        os.environ["DISPLAY"] = f":{number}"
-        if shutil.which("openbox"):
-            procs.append(subprocess.Popen(["openbox"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            time.sleep(0.3)
-        yield os.environ["DISPLAY"]
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-            proc.wait(timeout=5)
-        if old is None:
-            os.environ.pop("DISPLAY", None)
-        else:
-            os.environ["DISPLAY"] = old
-
-
-def _display(width: int, height: int):
-    try:
-        from tests.live_support import xvfb_display  # shared helper, when present
-    except ImportError:
-        return _own_xvfb(width, height)
-    return xvfb_display(width, height)
+ANIMATED_APP = Path(__file__).parent / "apps" / "animated_app.py"
 
 
 @pytest.fixture
-def live_app(tmp_path):
-    if not shutil.which("Xvfb"):
+def live_app():
+    if not have_xvfb():
         pytest.skip("Xvfb is not installed")
     try:
         import tkinter  # noqa: F401
     except ImportError:
         pytest.skip("tkinter is not installed")
-    script = tmp_path / "animated_app.py"
-    script.write_text(APP)
-    with _display(800, 600):
+    with xvfb_display(800, 600):
         app = subprocess.Popen(
-            [sys.executable, str(script)],
+            [sys.executable, str(ANIMATED_APP)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from agent.bench import add_arguments, format_table, run_bench
+from agent.bench import OPTIONS, add_arguments, format_table, run_bench
 from agent.commands.common import Console
 from agent.errors import EXIT_DONE, UsageError
 
@@ -15,18 +15,8 @@ __all__ = ["add_arguments", "cmd_bench"]
 
 
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
-    if args.live:
-        try:
-            import tkinter  # noqa: F401
-        except ImportError:
-            raise UsageError("--live needs tkinter for the bench desktop") from None
     result = run_bench(
-        repeat=args.repeat,
-        replay_steps=args.replay_steps,
-        steps=args.steps,
-        encoding=args.encoding,
-        live=args.live,
-        profile=args.profile,
+        **{name: getattr(args, name) for name in OPTIONS},
         log=lambda line: console.say(f"deskpilot bench: {line}", err=True),
     )
     for line in format_table(result).splitlines():
