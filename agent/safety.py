@@ -5,7 +5,13 @@
   blocked in (a model request, a sleep, typing a long text) is interrupted at once; the
   loop then records the outcome as interrupted and the CLI exits 130.
 * ``Approver``: asks approve / skip / edit / quit before an action runs, for every
-  action with ``--confirm`` and always for risky key combinations (alt+f4, ...).
+  action with ``--confirm`` and always for key actions that hold a risky combination
+  (alt+f4, ...). Keys are judged with ``actions.keys.held_keys``, the parse the executor
+  presses from, so every spelling the executor accepts (``ctl+w``, ``option f4``,
+  ``Control_R+Alt_L+Del``) and every superset (``ctrl+alt+delete+a``) is caught. The
+  preview is built here from the action (``actions.executor.describe``), never from text
+  the model could have shaped: control characters are shown as escapes, typed text is
+  shown whole and a line break in it is named.
 * ``Secrets``: ``{{secret:NAME}}`` placeholders in a task. The model and the recording
   see the placeholder; only the executor gets the value (from DESKPILOT_SECRET_NAME).
   ``Secrets.scrub`` removes every secret value and the API key from any text we write.
@@ -20,14 +26,16 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from actions.executor import Executor, PointScreen
-from actions.schema import Action, Type
-from agent.errors import DisplayError, ModelError, UsageError
+from actions.executor import Executor, PointScreen, describe
+from actions.keys import combo_text, held_keys
+from actions.schema import Action, Type, action_to_call
+from agent.errors import DisplayError, InvalidArguments, ModelError, UsageError
 from agent.parsing import parse_reply
+from agent.text import printable, quoted
 
 DEFAULT_KILL_HOTKEY = "esc*3"
 DEFAULT_ALWAYS_CONFIRM = (
@@ -102,18 +110,22 @@ class Decision:
     action: Action | None = None  # the (possibly edited) action to run
 
 
-def _combo(keys: str) -> frozenset[str]:
-    aliases = {
-        "control": "ctrl",
-        "win": "super",
-        "cmd": "super",
-        "command": "super",
-        "meta": "super",
-        "del": "delete",
-        "return": "enter",
-        "escape": "esc",
-    }
-    return frozenset(aliases.get(k.strip().lower(), k.strip().lower()) for k in keys.split("+") if k.strip())
+def parse_risky_combos(combos: str | Iterable[str]) -> list[frozenset[str]]:
+    """``--always-confirm`` entries (comma-separated text, or a list) as held-key sets, parsed
+    like the executor parses keys; a bad entry is a UsageError naming it."""
+    entries = combos.split(",") if isinstance(combos, str) else list(combos)
+    risky = []
+    for entry in entries:
+        if not entry.strip():
+            continue
+        try:
+            risky.append(held_keys(entry))
+        except InvalidArguments as exc:
+            raise UsageError(
+                f"--always-confirm: {quoted(entry)} is not a key combination ({exc}); "
+                "separate combinations with ',' (the comma key is 'comma')"
+            ) from None
+    return risky
 
 
 class Approver:
@@ -122,27 +134,50 @@ class Approver:
     def __init__(
         self,
         confirm_all: bool,
-        always: Iterable[str] = DEFAULT_ALWAYS_CONFIRM,
+        always: str | Iterable[str] = DEFAULT_ALWAYS_CONFIRM,
         stdin: TextIO | None = None,
         stdout: TextIO | None = None,
+        *,
+        scrub: Callable[[str], str] | None = None,
     ) -> None:
+        """``always``: key combinations that need approval even without ``confirm_all``
+        (UsageError for a bad one); ``scrub``: applied to model text before it is shown
+        (``Secrets.scrub``)."""
         self.confirm_all = confirm_all
-        self.always = {_combo(k) for k in always}
+        self.always = parse_risky_combos(always)
         self.stdin = stdin or sys.stdin
         self.stdout = stdout or sys.stdout
+        self.scrub = scrub
+
+    def risky_combo(self, action: Action) -> frozenset[str] | None:
+        """The risky combination a key action would hold down, if any. A combination the
+        executor rejects (an unknown key) presses nothing and is not risky."""
+        if action.kind != "key":
+            return None
+        try:
+            held = held_keys(action.keys)
+        except InvalidArguments:
+            return None
+        return next((combo for combo in self.always if combo <= held), None)
 
     def needs_approval(self, action: Action) -> bool:
         if action.kind in ("DONE", "FAIL", "WAIT"):
             return False
-        if self.confirm_all:
-            return True
-        return action.kind == "key" and _combo(action.keys) in self.always
+        return self.confirm_all or self.risky_combo(action) is not None
 
-    def __call__(self, action: Action, preview: str) -> Decision:
+    def __call__(self, action: Action, points_screen: Sequence[PointScreen] | str = ()) -> Decision:
+        """Ask about ``action`` aimed at ``points_screen`` (screen space), unless it needs no approval.
+
+        Transitional: a loop that predates this signature passes its own preview text,
+        ``action_to_call(action)`` then `` at (x, y)`` per target; only those points are taken
+        from it, and only when the text is exactly that shape (the text itself is never shown)."""
         if not self.needs_approval(action):
             return Decision("approve", action)
-        why = "" if self.confirm_all else "  (this key combination always needs approval)"
+        points = _points_of_preview(action, points_screen) if isinstance(points_screen, str) else list(points_screen)
+        risky = self.risky_combo(action)
+        why = f"  ({combo_text(risky)} always needs approval)" if risky is not None else ""
         while True:
+            preview = describe(action, points, scrub=self.scrub)
             self.stdout.write(f"\nplanned: {preview}{why}\n[a]pprove / [s]kip / [e]dit / [q]uit? ")
             self.stdout.flush()
             answer = self.stdin.readline()
@@ -164,11 +199,29 @@ class Approver:
                     return Decision("approve", edited)
 
     def _parse(self, text: str) -> Action | None:
+        """The person's edit, read by the parser model replies go through (never evaluated);
+        a key combination the executor would reject is refused here, before it runs."""
         try:
-            return parse_reply(text.strip()).action
+            action = parse_reply(text.strip()).action
+            if action.kind == "key":
+                held_keys(action.keys)
         except ModelError as exc:
-            self.stdout.write(f"not an action: {exc}\n")
+            self.stdout.write(f"not an action: {printable(exc)}\n")
             return None
+        shown = action_to_call(action)
+        self.stdout.write(f"edited: {self.scrub(shown) if self.scrub else shown}\n")
+        return action
+
+
+_PREVIEW_POINT = re.compile(r" at \((-?\d+), (-?\d+)\)")
+
+
+def _points_of_preview(action: Action, preview: str) -> list[PointScreen]:
+    call = action_to_call(action)
+    where = preview[len(call) :] if preview.startswith(call) else None
+    if where is None or _PREVIEW_POINT.sub("", where):
+        return []
+    return [(int(x), int(y)) for x, y in _PREVIEW_POINT.findall(where)]
 
 
 # --- kill switch ---------------------------------------------------------------------
@@ -207,7 +260,6 @@ class KillSwitch:
         self.spec = spec
         self.parsed = parse_hotkey(spec)
         self.stop_event = threading.Event()
-        self.fired_at: float | None = None
         self._on_fire = on_fire or self._interrupt_main
         self._listener: Any = None
         self._presses: list[float] = []
@@ -243,7 +295,6 @@ class KillSwitch:
     def fire(self) -> None:
         if self.stop_event.is_set():
             return
-        self.fired_at = time.monotonic()
         self.stop_event.set()
         self._on_fire()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from agent.errors import Interrupted, UsageError
 from agent.fakeserver import FakeModelServer
 from agent.loop import Limits, run_episode
 from agent.planner import GLMPlanner, ScriptedPlanner
-from agent.safety import Approver, Secrets, SecretTypingExecutor, parse_hotkey
+from agent.safety import Approver, Secrets, SecretTypingExecutor, parse_hotkey, parse_risky_combos
 from agent.screen import ImageScreen
 from agent.trajectory import JsonlRecorder, load
 from tests.conftest import cli_env
@@ -52,7 +53,7 @@ def test_skip_and_edit_at_the_approval_prompt(tmp_path):
     executor, recorder, planner, kwargs = episode(replies, tmp_path, approve)
     assert run_episode("t", **kwargs).outcome.status == "done"
     assert [(a.kind, a.points_screen) for a in executor.performed] == [("left_click", ((128, 80),))]
-    assert "planned: left_click(start_box='[500,500]') at (640, 400)" in out.getvalue()
+    assert "planned: left_click at (640, 400)\n" in out.getvalue()
     steps = load(recorder.path).steps
     assert (
         steps[0].decision == "skip"
@@ -86,6 +87,142 @@ def test_risky_combos_always_need_approval(keys, asked):
     approve, _ = approver("", confirm_all=False)
     assert approve.needs_approval(build_action("key", {"keys": keys})) is asked
     assert not approve.needs_approval(build_action("left_click", {"start_box": "[1,1]"}))
+
+
+@pytest.mark.parametrize(
+    "keys",
+    ["ctl+w", "ctrl alt delete", "option+f4", "windows+l", "lctrl+w", "Strg+Q", "ctrl+alt+delete+a", "Super_R + L"],
+)
+def test_every_spelling_of_a_risky_combo_needs_approval(keys):
+    approve, _ = approver("", confirm_all=False)
+    assert approve.needs_approval(build_action("key", {"keys": keys}))
+
+
+# The default risky combinations as sets of canonical keys, written out independently of the code.
+RISKY = [
+    {"ctrl", "alt", "delete"},
+    {"ctrl", "alt", "backspace"},
+    {"alt", "f4"},
+    {"win", "l"},
+    {"ctrl", "alt", "l"},
+    {"ctrl", "w"},
+    {"ctrl", "q"},
+    {"shift", "delete"},
+]
+_SIDES = [
+    (side, after, joiner) for side in ("l", "left", "r", "right") for after in (False, True) for joiner in ("", "_")
+]
+
+
+def _names_of(key: str) -> list[str]:
+    """Every name the executor's tables accept for a canonical key: modifier names with
+    every side variant (lctrl, Control_R, left_win...), aliases, and the key itself."""
+    from actions.keys import _ALIASES, _MODIFIERS
+
+    if key in _MODIFIERS:
+        names = list(_MODIFIERS[key])
+        sided = [
+            f"{name}{joiner}{side}" if after else f"{side}{joiner}{name}"
+            for name in names
+            for side, after, joiner in _SIDES
+        ]
+        return names + sided + [key + "left", key + "right"]
+    return [key] + [alias for alias, target in _ALIASES.items() if target == key]
+
+
+def _cases(name: str) -> list[str]:
+    mixed = "".join(c.upper() if i % 2 else c for i, c in enumerate(name))
+    return list(dict.fromkeys([name, name.upper(), name.title(), mixed]))
+
+
+def _spellings():
+    """(combo text, the canonical keys it names) for every risky combination: each key in
+    every name and case, the others rotating through theirs; every separator; with an
+    extra key added, and with a key left out."""
+    separators = ["+", " + ", " ", "+ ", "  "]
+    extras = ["a", "f5", "enter", "shift", "win", "alt", "Shift_L", "kp_5"]
+    extra_keys = {
+        "a": "a",
+        "f5": "f5",
+        "enter": "enter",
+        "shift": "shift",
+        "win": "win",
+        "alt": "alt",
+        "Shift_L": "shift",
+        "kp_5": "num5",
+    }
+    n = 0
+    for combo in RISKY:
+        keys = sorted(combo)
+        spellings = {k: [s for name in _names_of(k) for s in _cases(name)] for k in keys}
+        for i, key in enumerate(keys):
+            for spelled in spellings[key]:
+                n += 1
+                names = [spelled if j == i else spellings[k][n % len(spellings[k])] for j, k in enumerate(keys)]
+                sep = separators[n % len(separators)]
+                yield sep.join(names), set(keys)
+                extra = extras[n % len(extras)]
+                at = n % (len(names) + 1)
+                yield sep.join(names[:at] + [extra] + names[at:]), set(keys) | {extra_keys[extra]}
+                rest = names[:i] + names[i + 1 :]
+                yield sep.join(rest), set(keys) - {key}
+
+
+def test_risky_combos_are_judged_from_the_executors_own_parse():
+    from actions.keys import held_keys, parse_combo
+    from agent.errors import InvalidArguments
+
+    approve, _ = approver("", confirm_all=False)
+    checked = asked = 0
+    for combo, canonical in _spellings():
+        try:
+            pressed = parse_combo(combo, platform="linux")  # what PyAutoGuiExecutor hands pyautogui
+        except InvalidArguments:
+            with pytest.raises(InvalidArguments):  # nothing is pressed, and the gate parses alike
+                held_keys(combo, platform="linux")
+            continue
+        # held down: sides folded (ctrlleft is ctrl); a space can join words into one name
+        # ("l win" is winleft), so only '+'-joined spellings must name exactly the keys meant
+        held = {re.sub(r"^(ctrl|shift|alt|win)(left|right)$", r"\1", k) for k in pressed}
+        if "+" in combo:
+            assert held == canonical, combo
+        risky = any(r <= held for r in RISKY)
+        assert held_keys(combo, platform="linux") == held, combo
+        assert approve.needs_approval(build_action("key", {"keys": combo})) is risky, combo
+        checked += 1
+        asked += risky
+    assert checked > 5000 and 0 < asked < checked
+
+
+def test_risky_combos_from_the_command_line_are_parsed_like_the_executor_does():
+    approve, _ = approver("", confirm_all=False, always="ctl+shift+t, Control_R+Alt_L+Del,super+l")
+    for keys in ("ctrl+shift+t", "Shift+Control_L+T", "ctrl+alt+delete", "win+shift+l", "CMD+L"):
+        assert approve.needs_approval(build_action("key", {"keys": keys})), keys
+    for keys in ("ctrl+t", "alt+f4", "ctrl+w"):  # the defaults were replaced
+        assert not approve.needs_approval(build_action("key", {"keys": keys})), keys
+    assert parse_risky_combos(["alt+f4", " "]) == [{"alt", "f4"}]
+
+
+@pytest.mark.parametrize("entry", ["ctrl+foo", "ctrl+", "alt++f4"])
+def test_a_bad_always_confirm_entry_is_a_usage_error_naming_it(entry):
+    with pytest.raises(UsageError, match="--always-confirm") as info:
+        parse_risky_combos(f"alt+f4,{entry}")
+    assert repr(entry) in str(info.value)
+    with pytest.raises(UsageError):
+        Approver(False, ["alt+f4", entry])
+
+
+def test_a_bad_always_confirm_entry_stops_the_cli_before_the_run(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "t", "--provider", "vllm", "--base-url", "http://127.0.0.1:9/v1"]
+        + ["--screens", str(SCREENS), "--recordings", str(tmp_path), "--always-confirm", "alt+f4,ctrl+hyperdrive"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(),
+    )
+    assert proc.returncode == 2 and "'ctrl+hyperdrive'" in proc.stderr and "Traceback" not in proc.stderr
+    assert "unknown key 'hyperdrive'" in proc.stderr
 
 
 def test_secrets_reach_only_the_executor():
