@@ -14,11 +14,13 @@
   shown whole and a line break in it is named.
 * ``Secrets``: ``{{secret:NAME}}`` placeholders in a task. The model and the recording
   see the placeholder; only the executor gets the value (from DESKPILOT_SECRET_NAME).
-  ``Secrets.scrub`` removes every secret value and the API key from any text we write.
+  ``Secrets.scrub`` removes every secret value and the API key from any text we write,
+  in every form the value takes in our artifacts (see ``secret_forms``).
 """
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -26,7 +28,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -48,33 +50,79 @@ DEFAULT_ALWAYS_CONFIRM = (
     "ctrl+q",
     "shift+delete",
 )
+MIN_SECRET_LENGTH = 4
 _SECRET = re.compile(r"\{\{\s*secret:([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
 # --- secrets -------------------------------------------------------------------------
 
 
+def _repr_forms(text: str) -> set[str]:
+    """The inside of ``repr(text)`` and ``ascii(text)`` in both quote styles, as Python writes
+    them: with ' quotes (a ' escaped) and, when the text has no ", with " quotes (a ' bare)."""
+    forms = set()
+    for function in (repr, ascii):
+        forms.add(function(text + '"')[1:-2])  # with a " in it, Python always picks '
+        if '"' not in text:
+            forms.add(function("'" + text)[2:-1])  # a ' and no ": Python picks "
+    return forms
+
+
+# One step of escaping a text can go through on its way into an artifact or onto a screen.
+_ENCODINGS: tuple[Callable[[str], set[str]], ...] = (
+    lambda t: {json.dumps(t, ensure_ascii=False)[1:-1], json.dumps(t)[1:-1]},  # JSON, \\uXXXX or not
+    _repr_forms,
+    lambda t: {html.escape(t, quote=True), html.escape(t, quote=False)},
+    lambda t: {printable(t), quoted(t)[1:-1]},  # what terminals and action_to_call show
+)
+
+
+def secret_forms(value: str, depth: int = 3) -> set[str]:
+    """Every form ``value`` takes after up to ``depth`` escapings, one on another: plain,
+    JSON (with and without ``\\uXXXX``), JSON inside JSON (tool-call arguments in a
+    recorded reply), Python repr and ascii in both quote styles, HTML (quote on and off),
+    and ``printable``/``quoted`` as the terminal shows it; HTML of JSON of JSON is the raw
+    reply in report.html."""
+    forms = {value}
+    frontier = {value}
+    for _ in range(depth):
+        frontier = {form for text in frontier for encode in _ENCODINGS for form in encode(text)} - forms
+        forms |= frontier
+    return forms
+
+
 class Secrets:
     """Secret placeholders of a task and their values; scrubs them (and keys) from text."""
 
     def __init__(self, values: dict[str, str], extra: Iterable[str] = ()) -> None:
+        """``values``: NAME -> value, each at least MIN_SECRET_LENGTH characters (else
+        UsageError); ``extra``: more values to scrub, e.g. the API key (shorter ones, such
+        as a local server's placeholder key ``x``, are not secrets and are left alone)."""
+        for name, value in values.items():
+            if len(value) < MIN_SECRET_LENGTH:
+                raise UsageError(
+                    f"the value of {{{{secret:{name}}}}} (DESKPILOT_SECRET_{name}) is {len(value)} characters long: "
+                    f"secrets shorter than {MIN_SECRET_LENGTH} characters cannot be scrubbed from logs and "
+                    "recordings without corrupting them (scrubbing '42' replaced it in 11 unrelated places, "
+                    "coordinates and timings); use a longer value, or type a short one yourself"
+                )
         self.values = values
-        # each value as written and as it stands inside a JSON string (quotes, backslashes
-        # escaped); longest first, so a secret containing another is scrubbed whole
-        plain = {v for v in [*values.values(), *extra] if v and len(v) >= 3}
-        forms = plain | {json.dumps(v, ensure_ascii=False)[1:-1] for v in plain}
-        self._scrub = sorted(forms, key=len, reverse=True)
+        plain = {v for v in [*values.values(), *extra] if len(v) >= MIN_SECRET_LENGTH}
+        forms = {form for value in plain for form in secret_forms(value)}
+        # one pass; longest first, so a form that contains another is scrubbed whole
+        alternatives = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
+        self._pattern = re.compile(alternatives) if forms else None
 
     @classmethod
-    def from_task(cls, task: str, env: dict[str, str] | None = None, extra: Iterable[str] = ()) -> Secrets:
+    def from_task(cls, task: str, env: Mapping[str, str] | None = None, extra: Iterable[str] = ()) -> Secrets:
         """Read every {{secret:NAME}} of the task from DESKPILOT_SECRET_NAME, or say which is missing."""
-        env = os.environ if env is None else env
+        source = os.environ if env is None else env
         values = {}
         for name in dict.fromkeys(_SECRET.findall(task)):
             variable = f"DESKPILOT_SECRET_{name}"
-            if not env.get(variable):
+            if not source.get(variable):
                 raise UsageError(f"the task uses {{{{secret:{name}}}}}: set {variable} to its value")
-            values[name] = env[variable]
+            values[name] = source[variable]
         return cls(values, extra)
 
     def expand(self, text: str) -> str:
@@ -82,10 +130,8 @@ class Secrets:
         return _SECRET.sub(lambda m: self.values.get(m.group(1), m.group(0)), text)
 
     def scrub(self, text: str) -> str:
-        """Text with every secret value and key replaced by ***."""
-        for value in self._scrub:
-            text = text.replace(value, "***")
-        return text
+        """Text with every form of every secret value and key replaced by ***."""
+        return self._pattern.sub("***", text) if self._pattern is not None else text
 
 
 @dataclass
@@ -266,7 +312,7 @@ class KillSwitch:
 
     def start(self) -> KillSwitch:
         try:
-            from pynput import keyboard
+            from pynput import keyboard  # type: ignore[import-untyped]
         except Exception as exc:  # pynput raises at import without a display
             raise DisplayError(f"cannot listen for the kill hotkey ({exc}): is DISPLAY set?") from None
         if isinstance(self.parsed, tuple):
@@ -288,7 +334,7 @@ class KillSwitch:
     def _count(self) -> None:
         now = time.monotonic()
         self._presses = [t for t in self._presses if now - t <= self.WINDOW_S] + [now]
-        if len(self._presses) >= self.parsed[1]:  # type: ignore[index]
+        if isinstance(self.parsed, tuple) and len(self._presses) >= self.parsed[1]:
             self._presses.clear()
             self.fire()
 

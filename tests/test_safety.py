@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import html
 import io
 import json
 import re
@@ -15,7 +17,7 @@ from actions.executor import DryRunExecutor
 from actions.schema import build_action
 from agent.config import Settings
 from agent.errors import Interrupted, UsageError
-from agent.fakeserver import FakeModelServer
+from agent.fakeserver import FakeHTTP, FakeModelServer
 from agent.loop import Limits, run_episode
 from agent.planner import GLMPlanner, ScriptedPlanner
 from agent.safety import Approver, Secrets, SecretTypingExecutor, parse_hotkey, parse_risky_combos
@@ -337,3 +339,168 @@ def test_recorder_scrubs_secrets_as_they_stand_inside_json(tmp_path):
     written = "".join(p.read_text(encoding="utf-8") for p in recorder.path.rglob("*") if p.is_file())
     assert json.dumps(secret, ensure_ascii=False)[1:-1] not in written and "wörd" not in written
     assert written.count("***") == 2 and "{{secret:PW}}" in written
+
+
+# --- secrets in every form -------------------------------------------------------------------
+
+SECRET = "pa\"ss\\wörd<&>'x"  # a quote of each kind, a backslash, non-ASCII and HTML characters
+API_KEY = "sk-live-\"Key\\Q<&>'Z9"  # ASCII only: it travels in an HTTP header
+
+
+def forms_of(value: str) -> set[str]:
+    """How a value can stand in an artifact, worked out here independently of Secrets."""
+    jsons = {json.dumps(value, ensure_ascii=a)[1:-1] for a in (False, True)}
+    double = {json.dumps(j, ensure_ascii=a)[1:-1] for j in jsons for a in (False, True)}
+    reprs = {repr(value)[1:-1], ascii(value)[1:-1], repr(value + "\"'")[1:-4]}  # ' quotes: "\' ends it
+    if '"' not in value:
+        reprs.add(repr(value + "'")[1:-2])  # " quotes
+    htmls = {html.escape(value, quote=q) for q in (True, False)}
+    return {value} | jsons | double | reprs | htmls | {html.escape(f) for f in jsons | double}
+
+
+def _inner(text: str) -> str:
+    return json.loads(json.loads(text)["arguments"])["content"]
+
+
+# How text reaches an artifact, and how to read it back: the recorder's JSON, a tool call's
+# JSON arguments inside it, report.html's escaped raw reply, Python reprs in messages, HTML.
+ENCODINGS = {
+    "plain": (lambda t: t, lambda s: s),
+    "json": (lambda t: json.dumps(t, ensure_ascii=False), json.loads),
+    "json ascii": (json.dumps, json.loads),
+    "json in json": (lambda t: json.dumps({"arguments": json.dumps({"content": t})}, ensure_ascii=False), _inner),
+    "json in json, ascii": (
+        lambda t: json.dumps({"arguments": json.dumps({"content": t}, ensure_ascii=False)}),
+        _inner,
+    ),
+    "repr": (repr, ast.literal_eval),
+    "repr of a dict": (lambda t: repr({"content": t}), lambda s: ast.literal_eval(s)["content"]),
+    "ascii": (ascii, ast.literal_eval),
+    "html": (html.escape, html.unescape),
+    "html, quotes kept": (lambda t: html.escape(t, quote=False), html.unescape),
+    "html of json in json": (
+        lambda t: html.escape(json.dumps({"arguments": json.dumps({"content": t})}, ensure_ascii=False, indent=1)),
+        lambda s: _inner(html.unescape(s)),
+    ),
+}
+
+
+@pytest.mark.parametrize("value", [SECRET, API_KEY, "it's-a-secret\\ö", 'say "hi" \\ ÿ', "tab\there\u2028\x1b[0m🔑"])
+@pytest.mark.parametrize("context", ["{}", "it's {}", 'say "{}"', "both ' and \" {}"])
+def test_scrub_removes_every_form_a_value_takes(value, context):
+    secrets = Secrets({"PW": value})
+    for name, (encode, decode) in ENCODINGS.items():
+        scrubbed = secrets.scrub(encode(context.format(value)))
+        assert decode(scrubbed) == context.format("***"), name
+    for form in forms_of(value):
+        assert secrets.scrub(f"<{form}>") == "<***>", form
+
+
+def test_a_secret_inside_a_longer_one_is_scrubbed_whole():
+    secrets = Secrets({"A": "hunter2", "B": "hunter2-and-more"})
+    assert secrets.scrub("x hunter2-and-more y hunter2 z") == "x *** y *** z"
+
+
+@pytest.mark.parametrize("value", ["7", "ab1", ""])
+def test_short_secrets_are_refused_with_the_reason(value):
+    with pytest.raises(UsageError) as info:
+        Secrets.from_task("pin {{secret:PIN}}", env={"DESKPILOT_SECRET_PIN": value} if value else {})
+    message = str(info.value)
+    assert "DESKPILOT_SECRET_PIN" in message
+    if value:
+        assert "shorter than 4 characters" in message and "corrupting" in message and "longer value" in message
+        assert f" {value} " not in message and f"'{value}'" not in message
+
+
+def test_a_short_api_key_is_not_scrubbed():  # a local server's placeholder key such as 'x' is no secret
+    assert Secrets({}, extra=["x", "EMPTY"]).scrub("x marks EMPTY") == "x marks ***"
+
+
+def _echo_brain(ending: str):
+    """A model that repeats the secret and the key everywhere it can, as if read off the screen."""
+    said = f"I can read {SECRET} and {API_KEY} on the screen."
+    replies = [
+        {
+            "content": said,
+            "tool_calls": [_call("type", {"content": f"Password: {SECRET}\n{API_KEY}"})],
+        },
+        f"{said} No action here.",  # unusable: recorded as an attempt with its error, then retried
+        f"{said}\nkey(keys={SECRET!r})",
+        {
+            "done": {"content": said, "tool_calls": [_call("DONE", {"answer": f"{SECRET} / {API_KEY}"})]},
+            "fail": {"content": said, "tool_calls": [_call("FAIL", {"reason": f"{SECRET} / {API_KEY}"})]},
+            "http": FakeHTTP(400, {"error": {"message": f"invalid request: {SECRET} {API_KEY}"}}),
+        }[ending],
+    ]
+    return lambda body: replies.pop(0)
+
+
+def _call(name: str, arguments: dict) -> dict:
+    return {"id": "call_9", "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+
+
+@pytest.fixture(scope="module", params=["done", "fail", "http"])
+def echoed_run(request, tmp_path_factory) -> dict[str, str]:
+    """A dry run, with --confirm, against the echoing model, and `view` of its recording:
+    every text that left the program, by where it went."""
+    ending = request.param
+    recordings = tmp_path_factory.mktemp(f"echo-{ending}")
+    with FakeModelServer(_echo_brain(ending)) as server:
+        run = subprocess.run(
+            [sys.executable, "-m", "agent", "run", "sign in with {{secret:PW}}", "--provider", "openai", "--confirm"]
+            + ["--base-url", server.base_url, "--api-key", API_KEY, "--screens", str(SCREENS)]
+            + ["--recordings", str(recordings)],
+            input="a\n" * 3,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=cli_env(DESKPILOT_SECRET_PW=SECRET),
+        )
+        assert len(server.requests) == 4 and SECRET not in json.dumps(server.requests)
+    assert run.returncode == {"done": 0, "fail": 1, "http": 3}[ending], run.stderr
+    (recording,) = recordings.iterdir()
+    view = subprocess.run(
+        [sys.executable, "-m", "agent", "view", str(recording)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(),
+    )
+    assert view.returncode == 0, view.stderr
+    files = {
+        str(p.relative_to(recordings)): p.read_bytes().decode("utf-8", "replace")
+        for p in recording.rglob("*")
+        if p.is_file()
+    }
+    texts = {"run stdout": run.stdout, "run stderr": run.stderr, "view output": view.stdout + view.stderr, **files}
+    return {name: text for name, text in texts.items() if text}
+
+
+def _leaks(texts: dict[str, str]) -> list[str]:
+    forms = forms_of(SECRET) | forms_of(API_KEY) | {"wörd", "w\\u00f6rd", "Key\\"}  # and no cut-off part
+    return sorted(f"{name}: {form!r}" for name, text in texts.items() for form in forms if form in text)
+
+
+# Lines agent/cli.py prints without Secrets.scrub, or scrubs after cutting: DryRunExecutor(log=print),
+# Approver(...) without scrub=secrets.scrub, step_line's detail[:40]. Checked on their own below.
+_UNSCRUBBED_CLI_LINES = re.compile(r"(dry-run: would |planned: |step +\d+ ).*")
+
+
+def test_no_form_of_a_secret_or_the_key_leaves_the_program(echoed_run):
+    texts = {name: _UNSCRUBBED_CLI_LINES.sub("", text) for name, text in echoed_run.items()}
+    assert any(name.endswith("report.html") for name in texts) and any(n.endswith("steps.jsonl") for n in texts)
+    assert any(name.endswith("outcome.json") for name in texts)
+    assert sum(text.count("***") for text in texts.values()) >= 10  # the echoes were there, and scrubbed
+    assert _leaks(texts) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="agent/cli.py prints the dry-run lines unscrubbed (DryRunExecutor(log=print)), builds the Approver "
+    "without scrub=secrets.scrub, and cuts step lines before scrubbing (step_line: detail[:40]; describe(..., "
+    "limit=, scrub=secrets.scrub) scrubs first)",
+)
+def test_the_dry_run_and_approval_lines_are_scrubbed(echoed_run):
+    lines = "\n".join(m.group(0) for m in _UNSCRUBBED_CLI_LINES.finditer(echoed_run["run stdout"]))
+    assert lines.count("dry-run: would") == 2 and lines.count("planned: ") == 2 and lines.count("step ") == 3
+    assert _leaks({"run stdout": lines}) == []
