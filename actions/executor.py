@@ -37,7 +37,7 @@ class Executor(Protocol):
         ...
 
 
-def action_text(action: Action) -> str | None:
+def text_of(action: Action) -> str | None:
     """The text an action carries: what it types, the keys it presses, the answer or reason."""
     for name in ("content", "keys", "answer", "reason"):
         value = getattr(action, name, None)
@@ -69,7 +69,7 @@ def describe(
     kind = what if isinstance(what, str) else what.kind
     detail = ""
     if not isinstance(what, str):
-        text = action_text(what)
+        text = text_of(what)
         if kind == "scroll":
             detail = f" {what.direction} {what.step}"  # type: ignore[union-attr]
     line = kind + detail
