@@ -66,6 +66,15 @@ def test_skip_and_edit_at_the_approval_prompt(tmp_path):
     assert planner.calls[1].history[0].result == "skipped by the user"
 
 
+def test_an_edit_goes_through_the_reply_parser_and_the_key_check():
+    approve, out = approver("e\nkey(keys='ctrl+hyper\x1b')\ne\nrm -rf /\ne\nkey(keys='ctl+s')\n")
+    decision = approve(build_action("type", {"content": "x"}), [])
+    assert decision.verdict == "approve" and decision.action == build_action("key", {"keys": "ctl+s"})
+    shown = out.getvalue()
+    assert "not an action: unknown key 'hyper\\x1b'" in shown and "\x1b" not in shown  # refused, shown escaped
+    assert shown.count("not an action:") == 2 and "edited: key(keys='ctl+s')" in shown
+
+
 def test_quit_at_the_prompt_stops_the_run(tmp_path):
     approve, _ = approver("q\n")
     executor, recorder, _, kwargs = episode(["type(content='x')"], tmp_path, approve)
