@@ -10,6 +10,12 @@ the logo key (pyautogui's ``win``, Super_L on X11; ``command`` on macOS), ``opti
 pyautogui *silently ignores* names it cannot press (on X11 that includes ``command``,
 ``option`` and the media keys), so every name is checked here: an unknown one raises
 ``agent.errors.InvalidArguments``, a model error that is shown back to the model.
+
+``held_keys`` is the same parse seen from the approval gate: the set of keys the executor
+holds down together, canonical (``ctrlleft`` and ``Control_R`` are ``ctrl``; the macOS
+``command`` is ``win``; a shifted character such as ``!`` brings ``shift``, as pyautogui
+presses it). This module is the one key vocabulary: the executor presses what
+``parse_combo`` gives and the gate judges ``held_keys`` of the same text.
 """
 
 from __future__ import annotations
@@ -146,3 +152,30 @@ def parse_combo(combo: str, platform: str = sys.platform) -> list[str]:
                 raise
             keys.extend(key_name(w, platform) for w in words)
     return keys + tail
+
+
+# Side variants and platform names folded into one canonical key per modifier.
+_CANONICAL = {f"{base}{side}": base for base in _MODIFIERS for side in ("left", "right")} | {"command": "win"}
+# pyautogui.isShiftCharacter: it holds Shift while pressing these.
+_SHIFTED = frozenset('~!@#$%^&*()_+{}|:"<>?')
+
+
+def held_keys(combo: str, platform: str = sys.platform) -> frozenset[str]:
+    """The canonical keys held together when the executor presses ``combo``.
+
+    Raises InvalidArguments exactly when ``parse_combo`` does (then nothing is pressed).
+    """
+    held: set[str] = set()
+    for key in parse_combo(combo, platform):
+        held.add(_CANONICAL.get(key, key))
+        if key in _SHIFTED:
+            held.add("shift")
+    return frozenset(held)
+
+
+def combo_text(keys: frozenset[str] | list[str]) -> str:
+    """Canonical keys for people, modifiers first (ctrl, shift, alt, win), then the others in
+    press order (a list) or by name (a set): ``ctrl+alt+delete``."""
+    order = {name: i for i, name in enumerate(_MODIFIERS)}
+    names = [_CANONICAL.get(k, k) for k in (sorted(keys) if isinstance(keys, frozenset) else keys)]
+    return "+".join(sorted(dict.fromkeys(names), key=lambda k: (order.get(k, len(order)), names.index(k))))

@@ -351,4 +351,9 @@ def action_to_call(action: Action) -> str:
 
 
 def _quote(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+    """A Python string literal of ``text`` that holds no raw control, format or separator
+    character (each is written as its escape), so the call can be printed, recorded and put
+    in a prompt safely, and ``ast.literal_eval`` reads it back to ``text``."""
+    from agent.text import quoted
+
+    return quoted(text)

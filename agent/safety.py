@@ -5,14 +5,22 @@
   blocked in (a model request, a sleep, typing a long text) is interrupted at once; the
   loop then records the outcome as interrupted and the CLI exits 130.
 * ``Approver``: asks approve / skip / edit / quit before an action runs, for every
-  action with ``--confirm`` and always for risky key combinations (alt+f4, ...).
+  action with ``--confirm`` and always for key actions that hold a risky combination
+  (alt+f4, ...). Keys are judged with ``actions.keys.held_keys``, the parse the executor
+  presses from, so every spelling the executor accepts (``ctl+w``, ``option f4``,
+  ``Control_R+Alt_L+Del``) and every superset (``ctrl+alt+delete+a``) is caught. The
+  preview is built here from the action (``actions.executor.describe``), never from text
+  the model could have shaped: control characters are shown as escapes, typed text is
+  shown whole and a line break in it is named.
 * ``Secrets``: ``{{secret:NAME}}`` placeholders in a task. The model and the recording
   see the placeholder; only the executor gets the value (from DESKPILOT_SECRET_NAME).
-  ``Secrets.scrub`` removes every secret value and the API key from any text we write.
+  ``Secrets.scrub`` removes every secret value and the API key from any text we write,
+  in every form the value takes in our artifacts (see ``secret_forms``).
 """
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -20,14 +28,16 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from actions.executor import Executor, PointScreen
+from actions.executor import Executor, PointScreen, describe
+from actions.keys import combo_text, held_keys
 from actions.schema import Action, Type, action_to_call
-from agent.errors import DisplayError, ModelError, UsageError
+from agent.errors import DisplayError, InvalidArguments, ModelError, UsageError
 from agent.parsing import parse_reply
+from agent.text import printable, quoted
 
 DEFAULT_KILL_HOTKEY = "esc*3"
 DEFAULT_ALWAYS_CONFIRM = (
@@ -40,33 +50,79 @@ DEFAULT_ALWAYS_CONFIRM = (
     "ctrl+q",
     "shift+delete",
 )
+MIN_SECRET_LENGTH = 4
 _SECRET = re.compile(r"\{\{\s*secret:([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
 # --- secrets -------------------------------------------------------------------------
 
 
+def _repr_forms(text: str) -> set[str]:
+    """The inside of ``repr(text)`` and ``ascii(text)`` in both quote styles, as Python writes
+    them: with ' quotes (a ' escaped) and, when the text has no ", with " quotes (a ' bare)."""
+    forms = set()
+    for function in (repr, ascii):
+        forms.add(function(text + '"')[1:-2])  # with a " in it, Python always picks '
+        if '"' not in text:
+            forms.add(function("'" + text)[2:-1])  # a ' and no ": Python picks "
+    return forms
+
+
+# One step of escaping a text can go through on its way into an artifact or onto a screen.
+_ENCODINGS: tuple[Callable[[str], set[str]], ...] = (
+    lambda t: {json.dumps(t, ensure_ascii=False)[1:-1], json.dumps(t)[1:-1]},  # JSON, \\uXXXX or not
+    _repr_forms,
+    lambda t: {html.escape(t, quote=True), html.escape(t, quote=False)},
+    lambda t: {printable(t), quoted(t)[1:-1]},  # what terminals and action_to_call show
+)
+
+
+def secret_forms(value: str, depth: int = 3) -> set[str]:
+    """Every form ``value`` takes after up to ``depth`` escapings, one on another: plain,
+    JSON (with and without ``\\uXXXX``), JSON inside JSON (tool-call arguments in a
+    recorded reply), Python repr and ascii in both quote styles, HTML (quote on and off),
+    and ``printable``/``quoted`` as the terminal shows it; HTML of JSON of JSON is the raw
+    reply in report.html."""
+    forms = {value}
+    frontier = {value}
+    for _ in range(depth):
+        frontier = {form for text in frontier for encode in _ENCODINGS for form in encode(text)} - forms
+        forms |= frontier
+    return forms
+
+
 class Secrets:
     """Secret placeholders of a task and their values; scrubs them (and keys) from text."""
 
     def __init__(self, values: dict[str, str], extra: Iterable[str] = ()) -> None:
+        """``values``: NAME -> value, each at least MIN_SECRET_LENGTH characters (else
+        UsageError); ``extra``: more values to scrub, e.g. the API key (shorter ones, such
+        as a local server's placeholder key ``x``, are not secrets and are left alone)."""
+        for name, value in values.items():
+            if len(value) < MIN_SECRET_LENGTH:
+                raise UsageError(
+                    f"the value of {{{{secret:{name}}}}} (DESKPILOT_SECRET_{name}) is {len(value)} characters long: "
+                    f"secrets shorter than {MIN_SECRET_LENGTH} characters cannot be scrubbed from logs and "
+                    "recordings without corrupting them (scrubbing '42' replaced it in 11 unrelated places, "
+                    "coordinates and timings); use a longer value, or type a short one yourself"
+                )
         self.values = values
-        # each value as written and as it stands inside a JSON string (quotes, backslashes
-        # escaped); longest first, so a secret containing another is scrubbed whole
-        plain = {v for v in [*values.values(), *extra] if v and len(v) >= 3}
-        forms = plain | {json.dumps(v, ensure_ascii=False)[1:-1] for v in plain}
-        self._scrub = sorted(forms, key=len, reverse=True)
+        plain = {v for v in [*values.values(), *extra] if len(v) >= MIN_SECRET_LENGTH}
+        forms = {form for value in plain for form in secret_forms(value)}
+        # one pass; longest first, so a form that contains another is scrubbed whole
+        alternatives = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
+        self._pattern = re.compile(alternatives) if forms else None
 
     @classmethod
-    def from_task(cls, task: str, env: dict[str, str] | None = None, extra: Iterable[str] = ()) -> Secrets:
+    def from_task(cls, task: str, env: Mapping[str, str] | None = None, extra: Iterable[str] = ()) -> Secrets:
         """Read every {{secret:NAME}} of the task from DESKPILOT_SECRET_NAME, or say which is missing."""
-        env = os.environ if env is None else env
+        source = os.environ if env is None else env
         values = {}
         for name in dict.fromkeys(_SECRET.findall(task)):
             variable = f"DESKPILOT_SECRET_{name}"
-            if not env.get(variable):
+            if not source.get(variable):
                 raise UsageError(f"the task uses {{{{secret:{name}}}}}: set {variable} to its value")
-            values[name] = env[variable]
+            values[name] = source[variable]
         return cls(values, extra)
 
     def expand(self, text: str) -> str:
@@ -74,10 +130,8 @@ class Secrets:
         return _SECRET.sub(lambda m: self.values.get(m.group(1), m.group(0)), text)
 
     def scrub(self, text: str) -> str:
-        """Text with every secret value and key replaced by ***."""
-        for value in self._scrub:
-            text = text.replace(value, "***")
-        return text
+        """Text with every form of every secret value and key replaced by ***."""
+        return self._pattern.sub("***", text) if self._pattern is not None else text
 
 
 @dataclass
@@ -102,18 +156,22 @@ class Decision:
     action: Action | None = None  # the (possibly edited) action to run
 
 
-def _combo(keys: str) -> frozenset[str]:
-    aliases = {
-        "control": "ctrl",
-        "win": "super",
-        "cmd": "super",
-        "command": "super",
-        "meta": "super",
-        "del": "delete",
-        "return": "enter",
-        "escape": "esc",
-    }
-    return frozenset(aliases.get(k.strip().lower(), k.strip().lower()) for k in keys.split("+") if k.strip())
+def parse_risky_combos(combos: str | Iterable[str]) -> list[frozenset[str]]:
+    """``--always-confirm`` entries (comma-separated text, or a list) as held-key sets, parsed
+    like the executor parses keys; a bad entry is a UsageError naming it."""
+    entries = combos.split(",") if isinstance(combos, str) else list(combos)
+    risky = []
+    for entry in entries:
+        if not entry.strip():
+            continue
+        try:
+            risky.append(held_keys(entry))
+        except InvalidArguments as exc:
+            raise UsageError(
+                f"--always-confirm: {quoted(entry)} is not a key combination ({exc}); "
+                "separate combinations with ',' (the comma key is 'comma')"
+            ) from None
+    return risky
 
 
 class Approver:
@@ -122,28 +180,46 @@ class Approver:
     def __init__(
         self,
         confirm_all: bool,
-        always: Iterable[str] = DEFAULT_ALWAYS_CONFIRM,
+        always: str | Iterable[str] = DEFAULT_ALWAYS_CONFIRM,
         stdin: TextIO | None = None,
         stdout: TextIO | None = None,
+        *,
+        scrub: Callable[[str], str] | None = None,
     ) -> None:
+        """``always``: key combinations that need approval even without ``confirm_all``
+        (UsageError for a bad one); ``scrub``: applied to model text before it is shown
+        (``Secrets.scrub``)."""
         self.confirm_all = confirm_all
-        self.always = {_combo(k) for k in always}
+        self.always = parse_risky_combos(always)
         self.stdin = stdin or sys.stdin
         self.stdout = stdout or sys.stdout
+        self.scrub = scrub
+
+    def risky_combo(self, action: Action) -> frozenset[str] | None:
+        """The risky combination a key action would hold down, if any. A combination the
+        executor rejects (an unknown key) presses nothing and is not risky."""
+        if action.kind != "key":
+            return None
+        try:
+            held = held_keys(action.keys)
+        except InvalidArguments:
+            return None
+        return next((combo for combo in self.always if combo <= held), None)
 
     def needs_approval(self, action: Action) -> bool:
         if action.kind in ("DONE", "FAIL", "WAIT"):
             return False
-        if self.confirm_all:
-            return True
-        return action.kind == "key" and _combo(action.keys) in self.always
+        return self.confirm_all or self.risky_combo(action) is not None
 
-    def __call__(self, action: Action, points_screen: list[PointScreen]) -> Decision:
+    def __call__(self, action: Action, points_screen: Sequence[PointScreen] = ()) -> Decision:
+        """Ask about ``action`` aimed at ``points_screen`` (screen space), unless it needs no approval."""
         if not self.needs_approval(action):
             return Decision("approve", action)
-        preview = action_to_call(action) + "".join(f" at ({x}, {y})" for x, y in points_screen)
-        why = "" if self.confirm_all else "  (this key combination always needs approval)"
+        points = list(points_screen)
+        risky = self.risky_combo(action)
+        why = f"  ({combo_text(risky)} always needs approval)" if risky is not None else ""
         while True:
+            preview = describe(action, points, scrub=self.scrub)
             self.stdout.write(f"\nplanned: {preview}{why}\n[a]pprove / [s]kip / [e]dit / [q]uit? ")
             self.stdout.flush()
             answer = self.stdin.readline()
@@ -165,11 +241,18 @@ class Approver:
                     return Decision("approve", edited)
 
     def _parse(self, text: str) -> Action | None:
+        """The person's edit, read by the parser model replies go through (never evaluated);
+        a key combination the executor would reject is refused here, before it runs."""
         try:
-            return parse_reply(text.strip()).action
+            action = parse_reply(text.strip()).action
+            if action.kind == "key":
+                held_keys(action.keys)
         except ModelError as exc:
-            self.stdout.write(f"not an action: {exc}\n")
+            self.stdout.write(f"not an action: {printable(exc)}\n")
             return None
+        shown = action_to_call(action)
+        self.stdout.write(f"edited: {self.scrub(shown) if self.scrub else shown}\n")
+        return action
 
 
 # --- kill switch ---------------------------------------------------------------------
@@ -208,14 +291,13 @@ class KillSwitch:
         self.spec = spec
         self.parsed = parse_hotkey(spec)
         self.stop_event = threading.Event()
-        self.fired_at: float | None = None
         self._on_fire = on_fire or self._interrupt_main
         self._listener: Any = None
         self._presses: list[float] = []
 
     def start(self) -> KillSwitch:
         try:
-            from pynput import keyboard
+            from pynput import keyboard  # type: ignore[import-untyped]
         except Exception as exc:  # pynput raises at import without a display
             raise DisplayError(f"cannot listen for the kill hotkey ({exc}): is DISPLAY set?") from None
         if isinstance(self.parsed, tuple):
@@ -237,14 +319,13 @@ class KillSwitch:
     def _count(self) -> None:
         now = time.monotonic()
         self._presses = [t for t in self._presses if now - t <= self.WINDOW_S] + [now]
-        if len(self._presses) >= self.parsed[1]:  # type: ignore[index]
+        if isinstance(self.parsed, tuple) and len(self._presses) >= self.parsed[1]:
             self._presses.clear()
             self.fire()
 
     def fire(self) -> None:
         if self.stop_event.is_set():
             return
-        self.fired_at = time.monotonic()
         self.stop_event.set()
         self._on_fire()
 

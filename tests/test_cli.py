@@ -46,11 +46,11 @@ def test_dry_run_against_a_fake_server(tmp_path, protocol):
     assert proc.returncode == 0, proc.stderr
     would = [line for line in proc.stdout.splitlines() if line.startswith("dry-run: would")]
     assert would == [
-        "dry-run: would left_click at (640, 398)",  # centre of the cyan field (440-840, 380-416)
+        "dry-run: would left_click at (640, 398) on 'name field'",  # centre of the cyan field (440-840, 380-416)
         "dry-run: would type 'report.txt'",
-        "dry-run: would left_click at (640, 524)",  # centre of the magenta OK (560-720, 500-548)
+        "dry-run: would left_click at (640, 524) on 'OK button'",  # centre of the magenta OK (560-720, 500-548)
     ]
-    assert "step   1  left_click 'name field' -> (640, 398)" in proc.stdout
+    assert "step   1  left_click at (640, 398) on 'name field'" in proc.stdout
     assert ("tools" in server.requests[0]) == (protocol == "tools")
     (folder,) = tmp_path.iterdir()
     rec = load(folder)

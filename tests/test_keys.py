@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actions.keys import PYAUTOGUI_CHARS, PYAUTOGUI_NAMES, key_name, parse_combo
+from actions.keys import PYAUTOGUI_CHARS, PYAUTOGUI_NAMES, combo_text, held_keys, key_name, parse_combo
 from agent.errors import InvalidArguments, ModelError
 
 
@@ -89,3 +89,47 @@ def test_malformed_combination_is_a_model_error(combo):
 def test_single_non_keyboard_character_points_to_the_type_action():
     with pytest.raises(InvalidArguments, match="type action"):
         key_name("ü")
+
+
+@pytest.mark.parametrize(
+    ("combo", "held"),
+    [
+        ("Control_R+Alt_L+Del", {"ctrl", "alt", "delete"}),
+        ("lctrl+w", {"ctrl", "w"}),
+        ("winleft+l", {"win", "l"}),
+        ("Super_R+L", {"win", "l"}),
+        ("altgr+f4", {"alt", "f4"}),
+        ("ctrl+shift+ctrlright+t", {"ctrl", "shift", "t"}),
+        ("ctrl++", {"ctrl", "shift", "+"}),  # pyautogui holds Shift for a shifted character
+        ("ctrl+!", {"ctrl", "shift", "!"}),
+        ("ctrl+Q", {"ctrl", "q"}),  # letters are lowered: no Shift
+    ],
+)
+def test_held_keys_are_canonical(combo, held):
+    assert held_keys(combo, platform="linux") == held
+
+
+def test_held_keys_fold_the_macos_command_key():
+    assert parse_combo("cmd+q", platform="darwin") == ["command", "q"]
+    assert held_keys("cmd+q", platform="darwin") == held_keys("win+q", platform="linux") == {"win", "q"}
+
+
+@pytest.mark.parametrize("combo", ["ctrl+foo", "ctrl+", "", "volumeup", "ctrl alt hyperdrive"])
+def test_held_keys_reject_what_the_executor_rejects(combo):
+    with pytest.raises(InvalidArguments):
+        parse_combo(combo)
+    with pytest.raises(InvalidArguments):
+        held_keys(combo)
+
+
+@pytest.mark.parametrize(
+    ("keys", "text"),
+    [
+        (["shiftleft", "ctrlright", "t"], "ctrl+shift+t"),
+        (["win", "alt", "ctrl", "delete"], "ctrl+alt+win+delete"),
+        (frozenset({"delete", "alt", "ctrl"}), "ctrl+alt+delete"),
+        (["f4", "a"], "f4+a"),
+    ],
+)
+def test_combo_text_puts_modifiers_first(keys, text):
+    assert combo_text(keys) == text

@@ -98,7 +98,7 @@ def _execute(
     monitor = args.monitor if args.monitor is not None else (recording.header.monitor_index or 1)
     secrets = Secrets.from_task(recording.header.task)
     console.scrub = secrets.scrub
-    approve = Approver(args.confirm, args.always_confirm.split(","))
+    approve = Approver(args.confirm, args.always_confirm, scrub=secrets.scrub)
     with ExitStack() as stack:
         scope = refuse = None
         if recording.header.window:

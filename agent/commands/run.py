@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from actions.executor import DryRunExecutor, Executor
+from actions.executor import DryRunExecutor, Executor, describe
+from actions.schema import ACTION_ADAPTER
 from agent.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
 from agent.capture import ImageScreen, MssScreen, Screen
 from agent.commands.common import Console, add_model_arguments, settings_from_args
@@ -32,7 +33,6 @@ from agent.safety import (
     describe_hotkey,
 )
 from agent.settle import AdaptiveSettle, SettleConfig
-from agent.text import printable
 from agent.trajectory import JsonlRecorder, Step
 
 STATUS_EXIT = {
@@ -121,28 +121,19 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
     )
 
 
-def step_line(step: Step) -> str:
-    """One line per step: number, action, target description, pixel target, latency."""
-    action = step.action or {}
-    kind = action.get("kind", "-")
-    detail = (
-        action.get("element_info")
-        or action.get("keys")
-        or action.get("content")
-        or action.get("answer")
-        or action.get("reason")
-        or ""
-    )
-    detail = f" {printable(detail, 60)!r}" if detail else ""
-    where = ""
-    if step.targets:
-        where = " -> " + " -> ".join(f"({t.point_screen[0]}, {t.point_screen[1]})" for t in step.targets)
+def step_line(step: Step, scrub: Callable[[str], str] | None = None) -> str:
+    """One line per step: number, what the action does and where, latency, tokens, retries, problems."""
+    if step.action is not None:
+        action = ACTION_ADAPTER.validate_python(step.action)
+        what = describe(action, [t.point_screen for t in step.targets], limit=60, scrub=scrub)
+    else:
+        what = "-"
     retries = f"  [{len(step.attempts) - 1} retries]" if len(step.attempts) > 1 else ""
     tokens = step.prompt_tokens + step.completion_tokens
     usage = f"  {tokens:,} tok" + (f" ${step.cost_usd:.4f}" if step.cost_usd else "") if tokens else ""
+    note = f"  ({step.note})" if step.decision in ("refused", "skip", "edit") else ""
     error = f"  ! {step.error}" if step.error else ""
-    note = f"  ({step.note})" if step.decision == "refused" else ""
-    return f"step {step.step:>3}  {kind}{detail}{where}  {step.timings.model_s:.2f}s{usage}{retries}{note}{error}"
+    return f"step {step.step:>3}  {what}  {step.timings.model_s:.2f}s{usage}{retries}{note}{error}"
 
 
 @contextmanager
@@ -168,10 +159,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         price_in=args.price_in,
         price_out=args.price_out,
     )
-    approve = Approver(args.confirm, args.always_confirm.split(","))
     key = [settings.api_key.get_secret_value()] if settings.api_key else []
     secrets = Secrets.from_task(args.task, extra=key)
     console.scrub = secrets.scrub
+    approve = Approver(args.confirm, args.always_confirm, scrub=secrets.scrub)
     dry_run = args.dry_run or args.screens is not None
     limits = Limits(max_steps=args.max_steps, max_time_s=args.max_time, max_cost_usd=args.max_cost)
     with ExitStack() as stack:
@@ -241,7 +232,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                 settings=settings,
                 limits=limits,
                 recorder=recorder,
-                on_step=lambda step: console.say(step_line(step)),
+                on_step=lambda step: console.say(step_line(step, secrets.scrub)),
                 stop_event=stop_event,
                 approve=approve,
                 refuse=(lambda action, points: scope.refuse(action.kind, points)) if scope else None,

@@ -30,7 +30,7 @@ from typing import Any
 
 from PIL import Image, ImageChops, ImageStat
 
-from actions.executor import PointScreen
+from actions.executor import PointScreen, describe
 from actions.schema import ACTION_ADAPTER, Action
 from agent.capture import Screenshot
 from agent.config import Settings
@@ -157,8 +157,7 @@ class LiveReplayer:
             action, points = gated
             self.executor.execute(action, points)
             self.performed += 1
-            where = " at " + " -> ".join(f"({x}, {y})" for x, y in points) if points else ""
-            self.log(f"step {step.step}: {_describe(action)}{where}{how}")
+            self.log(f"step {step.step}: {describe(action, points)}{how}")
         return []
 
     def _gate(
@@ -206,11 +205,6 @@ class LiveReplayer:
         compared.recorded.save(paths[0])
         compared.live.save(paths[1])
         return paths
-
-
-def _describe(action: Action) -> str:
-    detail = getattr(action, "element_info", "") or getattr(action, "content", "") or getattr(action, "keys", "")
-    return f"{action.kind} {detail!r}" if detail else action.kind
 
 
 class ModelHealer:

@@ -14,9 +14,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from actions.executor import DryRunExecutor
+from actions.executor import DryRunExecutor, Performed
 from actions.schema import ACTION_ADAPTER, TERMINAL_KINDS, Action, action_to_call
 from agent.capture import ImageScreen
 from agent.config import Settings
@@ -109,23 +109,6 @@ def _points(targets: list[Target]) -> str:
     )
 
 
-@dataclass(frozen=True)
-class Performed:
-    """An action as performed: kind, screen points, text typed or keys."""
-
-    step: int
-    kind: str
-    points_screen: tuple[tuple[int, int], ...]
-    text: str | None = None
-
-    def __str__(self) -> str:
-        where = " at " + " -> ".join(f"({x}, {y})" for x, y in self.points_screen) if self.points_screen else ""
-        return f"{self.kind}{where}" + (f" {self.text!r}" if self.text else "")
-
-
-# --- simulate --------------------------------------------------------------------------
-
-
 def recorded_actions(recording: Recording) -> list[Performed]:
     """The actions the recorded run performed: not DONE/FAIL, not skipped at the approval prompt."""
     performed = []
@@ -168,7 +151,7 @@ def simulate(recording: Recording) -> list[Difference]:
 
     def on_step(step: Step) -> None:
         simulated.append(step)
-        performed.extend(Performed(step.step, e.kind, e.points_screen, e.text) for e in executor.performed)
+        performed.extend(replace(e, step=step.step) for e in executor.performed)
         executor.performed.clear()
 
     found: list[Difference] = []
