@@ -12,6 +12,7 @@ display can be used at all is ``agent.display``'s.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +22,7 @@ from PIL import Image
 from agent.display import check_display
 from agent.errors import DisplayError, UsageError
 from agent.geometry import MonitorGeometry
+from agent.imagefile import open_image
 
 THUMB_WIDTH = 480  # the settle probe's thumbnail is about this wide (block average of the screen)
 
@@ -49,41 +51,51 @@ def thumbnail(image: Image.Image, width: int = THUMB_WIDTH) -> Image.Image:
 
 
 class ImageScreen:
-    """Mocked screens from PNG files: one file, or a folder served in name order.
+    """Mocked screens from PNG files: one file, a folder served in name order, or a list of files.
 
     After the last file the last screen repeats. ``origin`` and ``scale`` let a test
     pretend the images come from a monitor anywhere in the virtual desktop.
     """
 
-    def __init__(self, path: str | os.PathLike[str], origin: tuple[int, int] = (0, 0), scale: float = 1.0) -> None:
-        root = Path(path)
-        if root.is_dir():
-            files = sorted(p for p in root.iterdir() if p.suffix.lower() == ".png")
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        origin: tuple[int, int] = (0, 0),
+        scale: float = 1.0,
+    ) -> None:
+        if isinstance(path, (list, tuple)):
+            files = [Path(p) for p in path]
             if not files:
-                raise UsageError(f"no .png files in {root}: --screens takes one PNG or a folder of PNGs")
-        elif root.is_file():
-            files = [root]
+                raise UsageError("no screens given")
         else:
-            raise UsageError(f"{root} does not exist: --screens takes one PNG or a folder of PNGs")
+            root = Path(path)  # type: ignore[arg-type]
+            if root.is_dir():
+                files = sorted(p for p in root.iterdir() if p.suffix.lower() == ".png")
+                if not files:
+                    raise UsageError(f"no .png files in {root}: --screens takes one PNG or a folder of PNGs")
+            elif root.is_file():
+                files = [root]
+            else:
+                raise UsageError(f"{root} does not exist: --screens takes one PNG or a folder of PNGs")
         self.files = files
         self.origin = origin
         self.scale = scale
         self._next = 0
 
-    def capture(self) -> Screenshot:
-        path = self.files[min(self._next, len(self.files) - 1)]
-        self._next += 1
-        try:
-            with Image.open(path) as img:
-                image = img.convert("RGB")
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"{path} is not a readable image ({exc})") from None
+    def _load(self, index: int) -> Screenshot:
+        path = self.files[min(index, len(self.files) - 1)]
+        with open_image(path, "mocked screen") as img:
+            image = img.convert("RGB")
         geometry = MonitorGeometry(self.origin[0], self.origin[1], image.width, image.height, self.scale)
         return Screenshot(image, geometry)
 
+    def capture(self) -> Screenshot:
+        self._next += 1
+        return self._load(self._next - 1)
+
     def thumbnail(self, width: int = THUMB_WIDTH) -> Image.Image:
-        """The settle probe: a thumbnail of the next capture."""
-        return thumbnail(self.capture().image, width)
+        """The settle probe: a thumbnail of the screen last served (the next one is not used up)."""
+        return thumbnail(self._load(max(0, self._next - 1)).image, width)
 
 
 class MssScreen:

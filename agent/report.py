@@ -1,14 +1,14 @@
 """``deskpilot view``: one self-contained HTML page that shows what a recorded run did.
 
 ``render(recording)`` returns the page and ``write_report`` puts it in the recording as
-``report.html``. At the top, the summary (task, outcome, steps, time, tokens, cost, model);
+``report.html`` (or in the file ``out``; a read-only recording says so). At the top, the summary (task, outcome, steps, time, tokens, cost, model);
 then per step the screenshot with an SVG overlay (the model's box, the grounded click
 point, a drag's path, a scroll's direction), the thought, the action, the timings, tokens,
 cost, the rejected replies with their errors, and each raw reply folded away.
 
 Screenshots are embedded as data URLs (the PNG bytes as recorded), so the file opens
-offline and can be mailed on its own; ``--link-images`` refers to ``screens/`` instead,
-for a smaller page. Every piece of text that came from the model, the task or the
+offline and can be mailed on its own; ``--link-images`` refers to the files in ``screens/``
+instead, for a smaller page. A screenshot path that leads outside the recording is refused. Every piece of text that came from the model, the task or the
 recording goes through ``html.escape``: model output is untrusted. The one script on the
 page is ours: it marks the body with how many images decoded (used by the tests).
 """
@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import shlex
 from datetime import datetime
 from html import escape
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from agent.trajectory import Recording, Step, load
+from agent.errors import UsageError
+from agent.trajectory import Recording, Step, load, write_error, write_text_atomic
 
 STATUS_COLOUR = {
     "done": "#1a7f37",
@@ -83,8 +87,10 @@ def _money(usd: float) -> str:
     return f"${usd:.4f}" if usd else "$0"
 
 
-def render(recording: Recording, link_images: bool = False) -> str:
-    """The whole report page as a string."""
+def render(recording: Recording, link_images: bool = False, page_folder: Path | None = None) -> str:
+    """The whole report page as a string. ``link_images`` refers to the screenshots by URLs
+    relative to ``page_folder`` (default: the recording folder) instead of embedding them."""
+    link_folder = (page_folder or recording.path) if link_images else None
     h, o = recording.header, recording.outcome
     colour = STATUS_COLOUR.get(o.status, "#9a6700")
     started = h.started_at
@@ -133,17 +139,25 @@ def render(recording: Recording, link_images: bool = False) -> str:
     )
     parts.append("</header><main>")
     for step in recording.steps:
-        parts.append(_step(recording, step, link_images))
+        parts.append(_step(recording, step, link_folder))
     if not recording.steps:
         parts.append("<p>No step was recorded.</p>")
     parts.append(f"</main><script>{SCRIPT}</script></body></html>")
     return "\n".join(parts)
 
 
-def _image_src(recording: Recording, step: Step, link_images: bool) -> str:
-    if link_images:
-        return _e(step.screenshot)
-    data = (recording.path / step.screenshot).read_bytes()
+def _image_src(recording: Recording, step: Step, link_images: Path | None) -> str:
+    """The screenshot as a data URL, or as a URL relative to the page's folder ``link_images``."""
+    path = recording.screenshot_path(step)
+    if link_images is not None:
+        try:
+            return _e(quote(Path(os.path.relpath(path.resolve(), link_images.resolve())).as_posix()))
+        except ValueError:  # on another drive (Windows): no relative path
+            return _e(path.resolve().as_uri())
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: screenshot of step {step.step} cannot be read ({exc.strerror or exc})") from None
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
@@ -199,7 +213,7 @@ def _overlay(step: Step) -> str:
     )
 
 
-def _step(recording: Recording, step: Step, link_images: bool) -> str:
+def _step(recording: Recording, step: Step, link_images: Path | None) -> str:
     kind = (step.action or {}).get("kind", "no action")
     t = step.timings
     where = "".join(
@@ -267,7 +281,18 @@ def _step(recording: Recording, step: Step, link_images: bool) -> str:
 
 
 def write_report(path: str | Path, link_images: bool = False, out: str | Path | None = None) -> Path:
+    """Write the report to ``out`` (default: report.html in the recording) and return its path.
+
+    A write that fails (read-only folder, full disk) is a UsageError saying where else to write."""
     recording = load(path)
-    out = Path(out) if out is not None else recording.path / "report.html"
-    out.write_text(render(recording, link_images), encoding="utf-8")
-    return out
+    target = Path(out) if out is not None else recording.path / "report.html"
+    page = render(recording, link_images, target.parent)
+    if out is None:
+        advice = f"write it elsewhere with: deskpilot view {shlex.quote(str(recording.path))} --out FILE"
+    else:
+        advice = "choose another file with --out FILE"
+    try:
+        write_text_atomic(target, page)
+    except OSError as exc:
+        raise write_error(f"the report {target}", exc, advice) from None
+    return target

@@ -34,20 +34,30 @@ A ``Step`` holds, in this order of the loop:
   table) and ``error`` (why the step produced no action, or what stopped it).
 
 ``load`` reads a recording back. Every problem is a ``UsageError`` (exit 2) naming the file
-and, for ``steps.jsonl``, the line: a missing file, a line that is not JSON, an unknown
-schema version, a field of the wrong shape, a screenshot that is missing or does not
-decode. One exception: in a run that never wrote its outcome (killed), a cut-off last line
-is the step that was being written; it is dropped and the outcome says so.
+and, for ``steps.jsonl``, the line: a missing file, a header or outcome that is not a UTF-8
+JSON object, a line that is not UTF-8 or not JSON, an unknown schema version, a field of
+the wrong shape, steps not numbered 1, 2, 3... in order, an outcome that counts a different
+number of steps than ``steps.jsonl`` holds, a screenshot path that leads outside the
+recording (absolute, ``..``, or a symlink out), a screenshot that is missing, does not
+decode or declares more pixels than Pillow's decompression-bomb limit. One exception: in a
+run that never wrote its outcome (killed), a last line without its newline is the step
+that was being written; its bytes are dropped before decoding and the outcome says so.
+
+``JsonlRecorder`` turns a failed write (full disk, read-only folder, any ``OSError``) into a
+``UsageError`` that says what failed and what to do, and leaves the folder loadable: a step
+line is written whole or cut back off, a screenshot a step names is on disk before the step
+line, and ``header.json``/``outcome.json`` are replaced atomically or left as they were.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -58,6 +68,7 @@ from pydantic import BaseModel, Field, ValidationError
 from agent import __version__
 from agent.errors import UsageError
 from agent.geometry import MonitorGeometry, Target
+from agent.imagefile import open_image
 
 SCHEMA_VERSION = 1
 OutcomeStatus = Literal["done", "fail", "max_steps", "max_time", "max_cost", "interrupted", "error", "incomplete"]
@@ -177,15 +188,13 @@ class Recording(BaseModel):
     steps: list[Step]
     outcome: Outcome
 
+    def screenshot_path(self, step: Step) -> Path:
+        """The step's screenshot file; a path that leads outside the recording is refused."""
+        return _inside(self.path, step)
+
     def screenshot(self, step: Step) -> Image.Image:
-        path = self.path / step.screenshot
-        try:
-            with Image.open(path) as img:
-                return img.convert("RGB")
-        except FileNotFoundError:
-            raise UsageError(f"{path}: screenshot of step {step.step} is missing") from None
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"{path}: screenshot of step {step.step} does not decode ({exc})") from None
+        with open_image(self.screenshot_path(step), f"screenshot of step {step.step}") as img:
+            return img.convert("RGB")
 
 
 def slugify(text: str, limit: int = 40) -> str:
@@ -221,8 +230,40 @@ def make_header(
     )
 
 
+_WRITE_REASONS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
+
+
+def write_error(what: str, exc: OSError, advice: str) -> UsageError:
+    """A failed write as a UsageError: what failed, why in words, and what to do."""
+    reason = _WRITE_REASONS.get(exc.errno or 0) or exc.strerror or str(exc)
+    return UsageError(f"cannot write {what} ({reason}): {advice}")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a whole file or nothing: a kill or a failed write leaves the old file (or none)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_bytes(text.encode("utf-8"))
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
+
+
 class JsonlRecorder:
-    """Writes one recording folder, flushing each step as it ends."""
+    """Writes one recording folder, flushing each step as it ends.
+
+    A failed write raises ``UsageError`` (exit 2) and keeps what was written before: the
+    recording still loads, with every step completed until then. After a failure no
+    further step is written; ``finish`` still tries to write the outcome."""
+
+    ADVICE = "free some space or choose another folder with --recordings DIR"
 
     def __init__(
         self,
@@ -250,16 +291,17 @@ class JsonlRecorder:
             (path / "screens").mkdir(parents=True)
             self.path = path
             self.header = make_header(task, settings, mode, window)
-            self._write_json(path / "header.json", self.header)
-            self._steps = open(path / "steps.jsonl", "a", encoding="utf-8")
+            write_text_atomic(path / "header.json", self._json(self.header))
+            self._steps = open(path / "steps.jsonl", "ab", buffering=0)
         except OSError as exc:
-            raise UsageError(
-                f"cannot write recordings to {root} ({exc.strerror or exc}): "
-                "choose a writable folder with --recordings DIR"
-            ) from None
-        self.started = time.monotonic()
+            raise write_error(f"a recording in {root}", exc, "choose a writable folder with --recordings DIR") from None
+        self._size = 0  # bytes of steps.jsonl that hold whole steps
+        self._written = 0  # steps on disk
+        self._cut = False  # steps.jsonl ends in a partial line that could not be cut off
+        self._failure: UsageError | None = None
+        self._reported = False  # the failure was raised to the caller
         self._writer: ThreadPoolExecutor | None = None
-        self._pending: list[Future] = []
+        self._pending: list[tuple[str, Future]] = []
 
     def save_screenshot(self, step: int, image: Image.Image) -> str:
         """Start writing the lossless screenshot in the background (a 1080p PNG takes
@@ -268,40 +310,92 @@ class JsonlRecorder:
         relative = f"screens/step-{step:04d}.png"
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deskpilot-png")
-        self._pending.append(self._writer.submit(image.save, self.path / relative, format="PNG", compress_level=1))
+        future = self._writer.submit(image.save, self.path / relative, format="PNG", compress_level=1)
+        self._pending.append((relative, future))
         return relative
+
+    def write_step(self, step: Step) -> None:
+        if self._failure is not None:
+            raise self._failure
+        try:
+            self._wait_for_screenshots()
+            if self.header.monitor is None:  # the monitor is known once something was captured
+                header = self.header.model_copy(update={"monitor": step.geometry})
+                self._write_json(self.path / "header.json", header)
+                self.header = header
+            self._append(step)
+        except UsageError:
+            self._reported = True
+            raise
+
+    def finish(self, outcome: Outcome) -> None:
+        """Write outcome.json (its ``steps`` is the number of steps written) and close.
+
+        Raises the first write failure unless ``write_step`` already raised one."""
+        try:
+            self._wait_for_screenshots()
+        except UsageError:
+            pass  # kept in self._failure; the outcome is still worth writing
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown()
+            self._steps.close()
+        if not self._cut:  # otherwise no outcome, so the loader drops the partial line
+            try:
+                self._write_json(self.path / "outcome.json", outcome.model_copy(update={"steps": self._written}))
+            except UsageError:
+                pass
+        if self._failure is not None and not self._reported:
+            self._reported = True
+            raise self._failure
+
+    def _append(self, step: Step) -> None:
+        """One whole line, fsynced; on any failure the file is cut back to its last whole line."""
+        line = (self._scrub(step.model_dump_json()) + "\n").encode("utf-8")
+        try:
+            rest = memoryview(line)
+            while rest:
+                rest = rest[self._steps.write(rest) :]
+            os.fsync(self._steps.fileno())
+        except BaseException as exc:  # a disk error, or Ctrl-C in the middle of the line
+            try:
+                os.ftruncate(self._steps.fileno(), self._size)
+            except OSError:
+                self._cut = True
+            if isinstance(exc, OSError):
+                raise self._fail(f"step {step.step} to {self.path / 'steps.jsonl'}", exc) from None
+            raise
+        self._size += len(line)
+        self._written += 1
 
     def _wait_for_screenshots(self) -> None:
         pending, self._pending = self._pending, []
-        for future in pending:
-            future.result()
-
-    def write_step(self, step: Step) -> None:
-        self._wait_for_screenshots()
-        if self.header.monitor is None:  # the monitor is known once something was captured
-            self.header.monitor = step.geometry
-            self._write_json(self.path / "header.json", self.header)
-        self._steps.write(self._scrub(step.model_dump_json()) + "\n")
-        self._steps.flush()
-        os.fsync(self._steps.fileno())
-
-    def finish(self, outcome: Outcome) -> None:
-        self._wait_for_screenshots()
-        if self._writer is not None:
-            self._writer.shutdown()
-        if not self._steps.closed:
-            self._steps.close()
-        self._write_json(self.path / "outcome.json", outcome)
+        failure = None
+        for relative, future in pending:
+            try:
+                future.result()
+            except OSError as exc:
+                with suppress(OSError):  # a partial file: no step names it, and it takes space
+                    (self.path / relative).unlink(missing_ok=True)
+                failure = failure or self._fail(f"the screenshot {self.path / relative}", exc)
+        if failure is not None:
+            raise failure
 
     def _write_json(self, path: Path, model: BaseModel) -> None:
-        _write_text(path, self._scrub(json.dumps(model.model_dump(mode="json"), indent=2, ensure_ascii=False)) + "\n")
+        try:
+            write_text_atomic(path, self._json(model))
+        except OSError as exc:
+            raise self._fail(str(path), exc) from None
 
+    def _json(self, model: BaseModel) -> str:
+        return self._scrub(json.dumps(model.model_dump(mode="json"), indent=2, ensure_ascii=False)) + "\n"
 
-def _write_text(path: Path, text: str) -> None:
-    """Write atomically: a kill leaves the old file or the new one, never half of one."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    def _fail(self, what: str, exc: OSError) -> UsageError:
+        kept = f"{self._written} step{'' if self._written == 1 else 's'}"
+        error = write_error(what, exc, f"{self.ADVICE}; the recording so far ({kept}) is kept in {self.path}")
+        if self._failure is None:
+            self._failure = error
+        return error
 
 
 def load(path: str | os.PathLike[str], check_screens: bool = True) -> Recording:
@@ -313,8 +407,8 @@ def load(path: str | os.PathLike[str], check_screens: bool = True) -> Recording:
     if not root.is_dir():
         raise UsageError(f"{root}: no such recording folder")
     header_path = root / "header.json"
-    header_data = _read_json(header_path)
-    version = header_data.get("schema_version") if isinstance(header_data, dict) else None
+    header_data = _read_object(header_path)
+    version = header_data.get("schema_version")
     if version != SCHEMA_VERSION:
         raise UsageError(
             f"{header_path}: schema version {version!r} is not supported "
@@ -324,24 +418,41 @@ def load(path: str | os.PathLike[str], check_screens: bool = True) -> Recording:
     outcome_path = root / "outcome.json"
     finished = outcome_path.exists()
     steps_path = root / "steps.jsonl"
-    lines = _read_text(steps_path).splitlines()
+    lines = _read_bytes(steps_path).split(b"\n")
+    tail = lines.pop()  # what follows the last newline: b"" when the file ends with one
+    cut_off = unterminated = None
+    if tail.strip():
+        if finished:  # a file edited by hand may lack its last newline
+            lines.append(tail)
+            unterminated = len(lines)
+        else:  # killed while writing this step: it never completed
+            cut_off = len(lines) + 1
     steps: list[Step] = []
-    cut_off = None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
             continue
-        last = number == len(lines)
+        where = f"{steps_path}:{number}"
         try:
-            data = json.loads(line)
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{where}: the line is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         except json.JSONDecodeError as exc:
-            if last and not finished:  # killed while writing this step: it never completed
-                cut_off = number
-                break
-            where = "the last line is truncated" if last else "the line is not valid JSON"
-            raise UsageError(f"{steps_path}:{number}: {where} ({exc.msg})") from None
-        steps.append(_validate(Step, data, f"{steps_path}:{number}"))
+            what = "the last line is truncated" if number == unterminated else "the line is not valid JSON"
+            raise UsageError(f"{where}: {what} ({exc.msg})") from None
+        step = _validate(Step, data, where)
+        if step.step != len(steps) + 1:
+            raise UsageError(
+                f"{where}: step {step.step} where step {len(steps) + 1} was expected "
+                "(steps are numbered 1, 2, 3... in order)"
+            )
+        steps.append(step)
     if finished:
-        outcome = _validate(Outcome, _read_json(outcome_path), outcome_path)
+        outcome = _validate(Outcome, _read_object(outcome_path), outcome_path)
+        if outcome.steps != len(steps):
+            raise UsageError(
+                f"{outcome_path} says the run had {outcome.steps} steps but {steps_path} holds {len(steps)}: "
+                f"the recording is damaged; to load the steps it holds as an unfinished run, rename {outcome_path.name}"
+            )
     else:
         message = "the run ended before writing its outcome (killed or crashed)"
         if cut_off is not None:
@@ -355,39 +466,53 @@ def load(path: str | os.PathLike[str], check_screens: bool = True) -> Recording:
             cost_usd=round(sum(s.cost_usd for s in steps), 8),
         )
     recording = Recording(path=root, header=header, steps=steps, outcome=outcome)
-    if check_screens:
-        for step in steps:
-            _check_screenshot(root, step)
+    for step in steps:
+        screenshot = recording.screenshot_path(step)
+        if check_screens:
+            with open_image(screenshot, f"screenshot of step {step.step}") as img:
+                img.verify()  # reads every chunk and checks its CRC, without decompressing
     return recording
 
 
-def _check_screenshot(root: Path, step: Step) -> None:
-    path = root / step.screenshot
-    if not step.screenshot or not path.is_file():
-        raise UsageError(f"{path}: screenshot of step {step.step} is missing")
-    try:
-        with Image.open(path) as img:
-            img.verify()  # reads every chunk and checks its CRC, without decompressing
-    except Exception as exc:  # PIL raises many kinds for bad data
-        raise UsageError(f"{path}: screenshot of step {step.step} does not decode ({exc})") from None
+def _inside(root: Path, step: Step) -> Path:
+    """``root / step.screenshot``, refused unless it stays inside ``root`` (symlinks resolved)."""
+    relative = step.screenshot
+    path = root / relative
+    refused = "\x00" in relative or Path(relative).is_absolute() or ".." in Path(relative).parts
+    if not refused:
+        try:
+            refused = not path.resolve().is_relative_to(root.resolve())
+        except (OSError, RuntimeError):  # a symlink loop
+            refused = True
+    if refused:
+        raise UsageError(
+            f"{root}: the screenshot of step {step.step} is {relative!r}, outside the recording folder; "
+            "refused (a recording names its screenshots as screens/step-NNNN.png)"
+        )
+    return path
 
 
-def _read_text(path: Path) -> str:
+def _read_bytes(path: Path) -> bytes:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_bytes()
     except FileNotFoundError:
         raise UsageError(f"{path}: missing; is {path.parent} a deskpilot recording?") from None
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise UsageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
-def _read_json(path: Path) -> Any:
+def _read_object(path: Path) -> dict[str, Any]:
+    """A JSON object from a UTF-8 file."""
     try:
-        return json.loads(_read_text(path))
+        data = json.loads(_read_bytes(path).decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(data), "a number")
+        raise UsageError(f"{path}: holds {kind}, not a JSON object; is {path.parent} a deskpilot recording?")
+    return data
 
 
 def _validate(model: type[BaseModel], data: Any, where: Any) -> Any:

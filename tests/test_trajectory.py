@@ -1,14 +1,16 @@
-"""The recording format: schema round-trip, no secrets, crash safety, and the loader's errors."""
+"""The recording format: schema round-trip, no secrets, crash safety, and the loader's errors (untrusted files)."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -170,6 +172,109 @@ def _no_folder(folder):
     return ": no such recording folder"
 
 
+def _non_utf8_middle_line(folder):
+    lines = (folder / "steps.jsonl").read_bytes().splitlines()
+    lines[1] = lines[1].replace(b'"thought":', b'"thought\xff":', 1)
+    (folder / "steps.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    return "steps.jsonl:2: the line is not UTF-8 text"
+
+
+def _steps_empty_but_outcome_counts_3(folder):
+    (folder / "steps.jsonl").write_bytes(b"")
+    return f"{folder / 'outcome.json'} says the run had 3 steps but {folder / 'steps.jsonl'} holds 0"
+
+
+def _fewer_steps_than_outcome(folder):
+    lines = (folder / "steps.jsonl").read_text().splitlines()
+    (folder / "steps.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    return "says the run had 3 steps but"
+
+
+def _steps_out_of_order(folder):
+    lines = (folder / "steps.jsonl").read_text().splitlines()
+    lines[0], lines[1] = lines[1], lines[0]
+    (folder / "steps.jsonl").write_text("\n".join(lines) + "\n")
+    return "steps.jsonl:1: step 2 where step 1 was expected"
+
+
+def _step_repeated(folder):
+    lines = (folder / "steps.jsonl").read_text().splitlines()
+    lines[1] = lines[0]
+    (folder / "steps.jsonl").write_text("\n".join(lines) + "\n")
+    return "steps.jsonl:2: step 1 where step 2 was expected"
+
+
+def _header_not_an_object(folder):
+    (folder / "header.json").write_text('["schema_version", 1]')
+    return "header.json: holds an array, not a JSON object"
+
+
+def _outcome_not_an_object(folder):
+    (folder / "outcome.json").write_text('"done"')
+    return "outcome.json: holds a string, not a JSON object"
+
+
+def _outcome_not_utf8(folder):
+    (folder / "outcome.json").write_bytes(b'{"status": "done", "message": "\xe9"}')
+    return "outcome.json: not UTF-8 text"
+
+
+def _set_screenshot(folder, number, value):
+    lines = (folder / "steps.jsonl").read_text().splitlines()
+    data = json.loads(lines[number - 1])
+    data["screenshot"] = value
+    lines[number - 1] = json.dumps(data)
+    (folder / "steps.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def _outside_png(folder):
+    """A valid screenshot next to the recording (outside it)."""
+    outside = folder.parent / "outside.png"
+    outside.write_bytes((folder / "screens" / "step-0001.png").read_bytes())
+    return outside
+
+
+def _screenshot_absolute(folder):
+    _set_screenshot(folder, 1, str(_outside_png(folder)))
+    return "the screenshot of step 1 is '/"
+
+
+def _screenshot_dotdot(folder):
+    _outside_png(folder)
+    _set_screenshot(folder, 2, "screens/../../outside.png")
+    return "the screenshot of step 2 is 'screens/../../outside.png', outside the recording folder; refused"
+
+
+def _screenshot_symlink_out(folder):
+    shot = folder / "screens" / "step-0003.png"
+    shot.unlink()
+    shot.symlink_to(_outside_png(folder))
+    return "the screenshot of step 3 is 'screens/step-0003.png', outside the recording folder"
+
+
+def _screens_folder_symlinked_out(folder):
+    outside = folder.parent / "elsewhere"
+    (folder / "screens").rename(outside)
+    (folder / "screens").symlink_to(outside)
+    return "the screenshot of step 1 is 'screens/step-0001.png', outside the recording folder"
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A small PNG whose header declares ``width`` x ``height`` pixels (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * 4096)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def _screenshot_bomb(folder):
+    (folder / "screens" / "step-0002.png").write_bytes(png_declaring(30000, 30000))
+    return "step-0002.png: screenshot of step 2 is refused: it declares more pixels than is safe to decode"
+
+
 CORRUPTIONS = [
     _missing_header,
     _missing_steps,
@@ -181,6 +286,19 @@ CORRUPTIONS = [
     _truncated_screenshot,
     _missing_screenshot,
     _no_folder,
+    _non_utf8_middle_line,
+    _steps_empty_but_outcome_counts_3,
+    _fewer_steps_than_outcome,
+    _steps_out_of_order,
+    _step_repeated,
+    _header_not_an_object,
+    _outcome_not_an_object,
+    _outcome_not_utf8,
+    _screenshot_absolute,
+    _screenshot_dotdot,
+    _screenshot_symlink_out,
+    _screens_folder_symlinked_out,
+    _screenshot_bomb,
 ]
 
 

@@ -143,8 +143,9 @@ def simulate(recording: Recording) -> list[Difference]:
     replies = [RawReply.model_validate(a.raw) for s in steps for a in s.attempts]
     planner = ScriptedPlanner(replies)
     first = steps[0].geometry
-    screen = ImageScreen(recording.path / steps[0].screenshot, origin=(first.left, first.top), scale=first.scale)
-    screen.files = [recording.path / s.screenshot for s in steps]
+    screen = ImageScreen(
+        [recording.screenshot_path(s) for s in steps], origin=(first.left, first.top), scale=first.scale
+    )
     executor = DryRunExecutor()
     performed: list[Performed] = []
     simulated: list[Step] = []
