@@ -1,20 +1,27 @@
 """The screenshot as sent to the model: resized within the image-token budget and encoded.
 
 ``prepare_for_model`` turns a capture into a ``SentImage`` (a data URL plus its size,
-encoding, bytes and visual tokens); ``encode_image`` / ``encode_bytes`` / ``resize_for_model``
-are its parts. The planner sees only ``SentImage``s: it never captures.
+encoding, bytes and visual tokens); ``sent_size``, ``resize_for_model`` and ``encode_image`` /
+``encode_bytes`` are its parts. ``Bgrx`` holds pixels as mss delivers them, and converts
+them. The planner sees only ``SentImage``s: it never captures.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from PIL import Image
 
 from agent.config import DEFAULT_IMAGE_ENCODING, DEFAULT_IMAGE_TOKENS, parse_encoding
 from agent.geometry import PATCH, fit_to_tokens, image_tokens
+
+EXACT_SHARE = 0.9  # an exact 1/k reduction is sent when it keeps this share of the fitted size's pixels
+TILE_MIN_PIXELS = 400_000  # smaller results are resampled in one piece: threads would not pay
 
 
 @dataclass(frozen=True)
@@ -28,19 +35,115 @@ class SentImage:
     tokens: int
 
 
-def resize_for_model(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Resample to ``size``: an exact half by 2x2 averaging, anything else bicubic.
+@dataclass(frozen=True)
+class Bgrx:
+    """Pixels as mss delivers them: 4 bytes a pixel (blue, green, red, padding), row by row."""
 
-    Bicubic is the filter GLM-4.5V's own image processor uses, at 3/4 the cost of
-    Lanczos. An exact half (the history shot of a capture within budget) is a 2x2 box
-    average, about 15x faster than Lanczos. A reduction by 2x or more is first box-averaged
-    by its whole factor, then bicubic for the rest (``reducing_gap=1``): half the time.
+    data: bytes | bytearray
+    size: tuple[int, int]
+
+    def view(self) -> Image.Image:
+        """The pixels as a Pillow image without a copy. Its mode says RGBX but its first band
+        is blue and its third red. (Resampling it is a third slower than an RGB image, whose
+        padding byte Pillow skips: more than converting first saves.)"""
+        return Image.frombuffer("RGBX", self.size, self.data, "raw", "RGBX", 0, 1)
+
+    def to_rgb(self) -> Image.Image:
+        """The whole frame as an RGB image (one conversion pass over every pixel)."""
+        return Image.frombytes("RGB", self.size, self.data, "raw", "BGRX")
+
+
+def sent_size(native: tuple[int, int], max_tokens: int = DEFAULT_IMAGE_TOKENS, half: bool = False) -> tuple[int, int]:
+    """The size a capture of ``native`` pixels is sent at (``half``: its history shot).
+
+    The 28-pixel rule: the server stretches every image to sides that are multiples of 28
+    (rounding to the nearest), so whenever we resample anyway we pick such sides ourselves
+    and the server leaves the image alone: over-budget captures are downscaled onto the 28
+    grid (``fit_to_tokens``), and their half-size shots stay on it (rounded down). Two kinds
+    of size are sent off the grid: a capture within budget, at its native size (snapping
+    would cost a full-frame bicubic pass and resample every glyph at a ratio like 0.992, to
+    save at most one row and column of patches; the server's stretch of at most half a patch
+    per side is the one the model was trained with), and an exact 1/k of an over-budget
+    capture when that fits the budget and keeps at least ``EXACT_SHARE`` of the grid size's
+    pixels: a 3840x2160 screen is sent at 1920x1080 (2,691 tokens) rather than 1932x1064
+    (2,622): averaging 2x2 blocks is 6x faster than bicubic there, and as sharp. Half-size
+    shots of off-grid sizes are exact halves. Grounding is unaffected either way:
+    thousandths are fractions of whatever image was sent.
+    """
+    width, height = native
+    fitted = fit_to_tokens(native, max_tokens)
+    size, on_grid = fitted, fitted != native
+    if on_grid:
+        k = 2
+        while image_tokens((width // k, height // k)) > max_tokens and k < min(width, height):
+            k += 1
+        exact = (width // k, height // k)
+        if width % k == 0 and height % k == 0 and exact[0] * exact[1] >= EXACT_SHARE * fitted[0] * fitted[1]:
+            size, on_grid = exact, False
+    if not half:
+        return size
+    if on_grid:
+        return max(PATCH, size[0] // 2 // PATCH * PATCH), max(PATCH, size[1] // 2 // PATCH * PATCH)
+    return max(PATCH, size[0] // 2), max(PATCH, size[1] // 2)
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _workers() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+def _resize_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="deskpilot-resize")
+        return _pool
+
+
+def _bicubic(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Bicubic resampling, cut into horizontal bands resampled in parallel (Pillow lets go of
+    the GIL while it resamples). Each band is the same rows of one whole-image resize: the
+    source box of output rows [a, b) is rows [a * H / h, b * H / h), and Pillow reads the
+    filter's support beyond a box's edges, so the bands join without a seam."""
+    width, height = size
+    bands = min(_workers(), height)
+    if bands < 2 or width * height < TILE_MIN_PIXELS:
+        return image.resize(size, Image.Resampling.BICUBIC)
+    scale_y = image.height / height
+    edges = [round(height * i / bands) for i in range(bands + 1)]
+
+    def band(i: int) -> Image.Image:
+        top, bottom = edges[i], edges[i + 1]
+        box = (0.0, top * scale_y, float(image.width), bottom * scale_y)
+        return image.resize((width, bottom - top), Image.Resampling.BICUBIC, box=box)
+
+    out = Image.new(image.mode, size)
+    for i, part in enumerate(_resize_pool().map(band, range(bands))):
+        out.paste(part, (0, edges[i]))
+    return out
+
+
+def resize_for_model(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Resample to ``size``: an exact 1/k by averaging k x k blocks, anything else bicubic.
+
+    Bicubic is the filter GLM-4.5V's own image processor uses. A reduction by 2x or more is
+    first box-averaged by its whole factor (Pillow's ``reduce``), then bicubic for the rest;
+    the bicubic pass runs in parallel bands on up to 4 cores (``_bicubic``): on two idle cores
+    2560x1440 -> 1932x1064 takes 30 ms instead of 55. An exact 1/k (3840x2160 -> 1920x1080,
+    the half-size shot of a capture within budget) is a k x k box average: 10 ms at 4K.
     """
     if image.size == size:
         return image
-    if image.width == 2 * size[0] and image.height == 2 * size[1]:
-        return image.reduce(2)
-    return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=1.0)
+    width, height = image.size
+    if width % size[0] == 0 and height % size[1] == 0 and width // size[0] == height // size[1]:
+        return image.reduce(width // size[0])
+    factor = (max(1, width // size[0]), max(1, height // size[1]))
+    if factor != (1, 1):
+        image = image.reduce(factor)
+    return _bicubic(image, size)
 
 
 def encode_bytes(image: Image.Image, encoding: str = DEFAULT_IMAGE_ENCODING) -> tuple[bytes, str]:
@@ -66,8 +169,7 @@ def encode_image(image: Image.Image, size: tuple[int, int], encoding: str = DEFA
     ``jpeg`` is quality 90 with 4:2:0 chroma (~6 ms, ~0.4 MB, PSNR ~41 dB on text).
     The token cost is the same whatever the encoding: it depends on the size only.
     """
-    image = resize_for_model(image, size)
-    raw, mime = encode_bytes(image, encoding)
+    raw, mime = encode_bytes(resize_for_model(image, size), encoding)
     url = f"data:{mime};base64,{base64.b64encode(raw).decode('ascii')}"
     return SentImage(url, size, encoding, len(raw), image_tokens(size))
 
@@ -78,27 +180,8 @@ def prepare_for_model(
     encoding: str = DEFAULT_IMAGE_ENCODING,
     half: bool = False,
 ) -> SentImage:
-    """The screenshot as the model will see it: within the token budget, encoded.
+    """The screenshot as the model will see it: within the token budget (``sent_size``), encoded.
 
     ``half`` gives the half-size version used for history screenshots.
-
-    The 28-pixel rule: the server stretches every image to sides that are multiples of
-    28 (rounding to the nearest), so whenever we resample anyway we pick such sides
-    ourselves and the server leaves the image alone: over-budget captures are
-    downscaled onto the 28 grid (``fit_to_tokens``), and their half-size shots stay on
-    it (rounded down). A capture within budget is sent at its native size and is not
-    snapped: snapping would cost a full-frame bicubic pass (~35 ms at 1080p here) and
-    resample every glyph at a ratio like 0.992, to save at most one row and column of
-    patches (2,691 -> 2,584 tokens at 1080p); the server's own stretch of at most half
-    a patch per side is the one the model was trained with. Grounding is unaffected
-    either way: thousandths are fractions of whatever image was sent. Its half-size
-    shot is an exact half (a 2x2 average, the cheapest and sharpest reduction).
     """
-    native = image.size
-    width, height = size = fit_to_tokens(native, max_tokens)
-    if half:
-        if size == native:
-            size = (max(PATCH, width // 2), max(PATCH, height // 2))
-        else:
-            size = (max(PATCH, width // 2 // PATCH * PATCH), max(PATCH, height // 2 // PATCH * PATCH))
-    return encode_image(image, size, encoding)
+    return encode_image(image, sent_size(image.size, max_tokens, half), encoding)

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 
 from actions.executor import Executor, PointScreen
 from actions.schema import TERMINAL_KINDS, Action, action_to_call
-from agent.capture import Screen
+from agent.capture import Screen, Screenshot
 from agent.config import Settings
 from agent.errors import DeskpilotError, Interrupted, ModelError
 from agent.grounding import Grounded, ask, feedback_for, ground_action
-from agent.image import SentImage, prepare_for_model
+from agent.image import SentImage
 from agent.planner import Planner, PlannerResult
 from agent.protocol import HistoryEntry, StepRequest
 from agent.safety import Decision
@@ -93,6 +93,7 @@ class Run:
     background: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="deskpilot-history")
     )
+    settled: Screenshot | None = None  # the frame the last settle proved quiet: the next step's screenshot
 
     def finish(self, status: str, message: str = "", answer: str | None = None) -> Outcome:
         return Outcome(
@@ -216,11 +217,23 @@ def _step(run: Run, number: int) -> Action | None:
 
 
 def _perceive(run: Run, number: int) -> tuple[Step, _Perceived]:
-    """Capture, prepare what the model sees, start saving the lossless shot and the history shot."""
+    """Take the frame the last settle proved quiet (else capture), prepare what the model sees,
+    queue the lossless shot for the recorder and start the history shot.
+
+    Timings: ``capture_s`` the grab (about 0 for a settled frame), ``prepare_s`` resizing and
+    encoding (or waiting for the settle's preparation ahead), ``record_wait_s`` waiting for
+    room in the recorder's queue; ``frame`` says where the frame came from."""
     settings = run.settings
+    budget, encoding = settings.max_image_tokens, settings.image_encoding
     t0 = time.monotonic()
-    shot = run.screen.capture()
-    sent = prepare_for_model(shot.image, settings.max_image_tokens, settings.image_encoding)
+    shot, run.settled = run.settled, None
+    frame = "capture" if shot is None else "settle"
+    if shot is None:
+        shot = run.screen.capture()
+    t1 = time.monotonic()
+    ahead = shot.is_prepared(budget, encoding)  # the settle started it while it waited
+    sent = shot.prepare(budget, encoding).result()
+    t2 = time.monotonic()
     step = Step(
         step=number,
         started_at=time.time(),
@@ -232,13 +245,13 @@ def _perceive(run: Run, number: int) -> tuple[Step, _Perceived]:
         memory_in=list(run.memory),
     )
     if run.recorder is not None:
-        step.screenshot = run.recorder.save_screenshot(number, shot.image)
-    step.timings.capture_s = round(time.monotonic() - t0, 4)
+        step.screenshot = run.recorder.save_screenshot(number, lambda: shot.image)
+    timings = step.timings
+    timings.capture_s, timings.prepare_s = round(t1 - t0, 4), round(t2 - t1, 4)
+    timings.record_wait_s, timings.frame, timings.ahead = round(time.monotonic() - t2, 4), frame, ahead
     half_shot = None
     if settings.history_images > 0:
-        half_shot = run.background.submit(
-            prepare_for_model, shot.image, settings.max_image_tokens, settings.image_encoding, half=True
-        )
+        half_shot = shot.prepare(budget, encoding, half=True, executor=run.background)
     return step, _Perceived(sent, half_shot)
 
 
@@ -329,6 +342,8 @@ def _act(run: Run, step: Step, action: Action) -> str:
     step.timings.execute_s = round(time.monotonic() - t_exec, 4)
     if run.hooks.settle is not None:
         step.timings.settle_s = round(run.hooks.settle(), 4)
+        take_frame = getattr(run.hooks.settle, "take_frame", None)  # AdaptiveSettle keeps the quiet frame
+        run.settled = take_frame() if take_frame is not None else None
     return note
 
 

@@ -13,27 +13,39 @@ than ``pixel_threshold`` gray levels. The default, 0.05 % of the screen, is abou
 pixel area at 1920x1080: a blinking text cursor (2x18 pixels) does not keep the screen
 "changing", a tooltip, a menu or a new window does; a small spinner may not. Each probe
 is compared with the frame that opened the quiet window, so a slow creep of small
-changes still adds up. A thumbnail block-averages the screen to about 480 pixels wide:
-a probe costs about 4 ms at 1920x1080 (grab 1.5 ms, convert and reduce 2.5 ms).
+changes still adds up. A thumbnail samples one pixel of each block of the screen, about
+480 of them across (``agent.capture.thumbnail``), so a probe costs the grab plus about half
+a millisecond whatever the screen's size.
+
+The frame that proved the screen quiet is kept (``take_frame()``): the loop sends it as the
+next step's screenshot instead of capturing again. It is the last probe's capture, taken
+after the action; a settle that ran out of time keeps none. With ``ahead`` (an image budget
+and an encoding), the model's image of a frame that already looks final (it matched the
+quiet window's first frame) is prepared in a background thread while the settle waits for
+its last probe; when the last probe's pixels are the same bytes, that work is the last
+frame's, and the next step's perception is off the critical path.
 
 The window is short on purpose: an app that shows nothing for longer than ``quiet_s``
 after an action and then changes (a slow launch) is caught by the next step's capture
 instead, and the model can answer WAIT.
 
-``AdaptiveSettle.for_screen(screen)`` probes ``screen.thumbnail()`` (``MssScreen`` has a cheap
-one); any other screen is probed through ``capture()``.
+``AdaptiveSettle.for_screen(screen)`` probes ``screen.probe()`` (a thumbnail and its frame:
+``MssScreen``), else ``screen.thumbnail()``, else a thumbnail of ``capture()``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image, ImageChops
 
-from agent.capture import thumbnail
+from agent.capture import Screenshot, thumbnail
+
+Probe = Callable[[], "Image.Image | tuple[Image.Image, Screenshot]"]
 
 
 @dataclass(frozen=True)
@@ -62,44 +74,90 @@ def changed_fraction(before: Image.Image, after: Image.Image, pixel_threshold: i
 class AdaptiveSettle:
     """A callable that waits for the screen to settle and returns the seconds it spent.
 
-    ``probe`` returns the current thumbnail of the screen. ``clock`` and ``sleep`` can be
-    replaced in tests.
+    ``probe`` returns the current thumbnail of the screen, or a thumbnail and the capture it
+    was taken from (then the quiet frame is kept for ``take_frame``). ``ahead`` is the
+    (image budget, encoding) to prepare a frame that looks final with (see the module
+    docstring). ``clock`` and ``sleep`` can be replaced in tests.
     """
 
     def __init__(
         self,
-        probe: Callable[[], Image.Image],
+        probe: Probe,
         config: SettleConfig | None = None,
         *,
+        ahead: tuple[int, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] = time.sleep,
     ) -> None:
         self.probe = probe
         self.config = config or SettleConfig()
+        self.ahead = ahead
         self._clock = clock
         self._sleep = sleep
         self.probes = 0  # probes taken by the last call (for the bench and tests)
+        self.ahead_used: bool | None = None  # the last frame's image was prepared ahead (None: not tried)
+        self._frame: Screenshot | None = None
+        self._worker: ThreadPoolExecutor | None = None
 
     @classmethod
-    def for_screen(cls, screen: Any, config: SettleConfig | None = None) -> AdaptiveSettle:
-        """An adaptive settle probing ``screen.thumbnail()`` when the screen has one (MssScreen
-        grabs its region without building a Screenshot), else a thumbnail of ``capture()``."""
-        probe = getattr(screen, "thumbnail", None) or (lambda: thumbnail(screen.capture().image))
-        return cls(probe, config)
+    def for_screen(
+        cls, screen: Any, config: SettleConfig | None = None, ahead: tuple[int, str] | None = None
+    ) -> AdaptiveSettle:
+        """An adaptive settle probing ``screen.probe()`` (a thumbnail and its frame) when the
+        screen has one, else ``screen.thumbnail()``, else a thumbnail of ``capture()``."""
+        probe = (
+            getattr(screen, "probe", None)
+            or getattr(screen, "thumbnail", None)
+            or (lambda: thumbnail(screen.capture().image))
+        )
+        return cls(probe, config, ahead=ahead)
+
+    def take_frame(self) -> Screenshot | None:
+        """The capture that proved the screen quiet in the last call, once (then None); None
+        when the probe gives no captures or the settle ran out of time."""
+        frame, self._frame = self._frame, None
+        return frame
+
+    def _probe(self) -> tuple[Image.Image, Screenshot | None]:
+        result = self.probe()
+        self.probes += 1
+        return result if isinstance(result, tuple) else (result, None)
+
+    def _prepare_ahead(self, shot: Screenshot) -> None:
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deskpilot-ahead")
+        assert self.ahead is not None
+        shot.prepare(*self.ahead, executor=self._worker)
 
     def __call__(self) -> float:
         cfg = self.config
+        self._frame, self.probes, self.ahead_used = None, 0, None
         started = self._clock()
         deadline = started + cfg.max_s
-        reference = self.probe()  # the screen as it has looked since quiet_since
+        reference, latest = self._probe()  # the screen as it has looked since quiet_since
         quiet_since = self._clock()
-        self.probes = 1
+        ahead: Screenshot | None = None  # the frame being prepared ahead
         while True:
             now = self._clock()
-            if now - quiet_since >= cfg.quiet_s or now >= deadline:
+            if now - quiet_since >= cfg.quiet_s:
+                if ahead is not None and latest is not None and latest is not ahead:
+                    self.ahead_used = _same_pixels(ahead, latest)
+                    if self.ahead_used:
+                        latest.adopt(ahead)
+                self._frame = latest
+                return now - started
+            if now >= deadline:
                 return now - started
             self._sleep(min(cfg.poll_s, deadline - now))
-            current = self.probe()
-            self.probes += 1
+            current, latest = self._probe()
             if changed_fraction(reference, current, cfg.pixel_threshold) > cfg.tolerance:
-                reference, quiet_since = current, self._clock()
+                reference, quiet_since, ahead = current, self._clock(), None
+            elif ahead is None and latest is not None and self.ahead is not None:
+                ahead = latest
+                self._prepare_ahead(ahead)
+
+
+def _same_pixels(a: Screenshot, b: Screenshot) -> bool:
+    if a.pixels is not None and b.pixels is not None:
+        return a.pixels.size == b.pixels.size and a.pixels.data == b.pixels.data
+    return a.size == b.size and a.image.tobytes() == b.image.tobytes()

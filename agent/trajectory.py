@@ -6,8 +6,10 @@ A recording is a folder ``recordings/<timestamp>-<slug>/`` holding:
   version, mode (run / dry-run), provider, model, protocol, thinking, the monitor's geometry
   and scale (filled in at the first step), the image budget, the price table used for cost
   estimates, and ``settings``: every public setting of the run. Never an API key.
-* ``steps.jsonl``: one ``Step`` per line, appended, flushed and fsynced as each step ends,
-  so a run killed at any point (SIGKILL included) leaves every completed step readable.
+* ``steps.jsonl``: one ``Step`` per line, appended, flushed and fsynced by the recorder's
+  writer thread, after the step's screenshot. A run killed at any point (SIGKILL included)
+  leaves every step written so far readable; the steps still in the writer's queue (at most
+  ``QUEUE_STEPS``, the last ones) are lost.
 * ``screens/step-NNNN.png``: the full capture of each step (image space, lossless).
 * ``outcome.json`` (``Outcome``): how the run ended. Missing after a crash or a kill: the
   recording then loads with outcome ``incomplete``.
@@ -29,7 +31,8 @@ A ``Step`` holds, in this order of the loop:
   ``action_text`` (the trained call syntax), ``thought``, ``memory``;
 * ``targets``: for a pointing action or a drag, each point in model space (thousandths,
   ``box_model``), image space (``point_image``) and screen space (``point_screen``);
-* ``timings`` (capture / model / execute / settle, seconds), ``prompt_tokens``,
+* ``timings`` (capture / prepare / record_wait / model / execute / settle, seconds; ``frame``:
+  captured for the step or the settle's quiet frame; ``ahead``), ``prompt_tokens``,
   ``completion_tokens``, ``cost_usd`` (summed over the attempts, from the header's price
   table) and ``error`` (why the step produced no action, or what stopped it).
 
@@ -43,10 +46,13 @@ decode or declares more pixels than Pillow's decompression-bomb limit. One excep
 run that never wrote its outcome (killed), a last line without its newline is the step
 that was being written; its bytes are dropped before decoding and the outcome says so.
 
-``JsonlRecorder`` turns a failed write (full disk, read-only folder, any ``OSError``) into a
-``UsageError`` that says what failed and what to do, and leaves the folder loadable: a step
-line is written whole or cut back off, a screenshot a step names is on disk before the step
-line, and ``header.json``/``outcome.json`` are replaced atomically or left as they were.
+``JsonlRecorder`` writes screenshots and step lines in one writer thread, in the order they
+were given, so the loop never waits for the disk unless ``QUEUE_STEPS`` steps are already
+queued. It turns a failed write (full disk, read-only folder, any ``OSError``) into a
+``UsageError`` that says what failed and what to do (raised by the next call after it
+happened, or by ``finish``), and leaves the folder loadable: a step line is written whole or
+cut back off, a screenshot a step names is on disk before the step line, nothing is written
+after a failure, and ``header.json``/``outcome.json`` are replaced atomically or left as they were.
 """
 
 from __future__ import annotations
@@ -54,9 +60,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import queue
 import re
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
@@ -71,6 +78,7 @@ from agent.geometry import MonitorGeometry, Target
 from agent.imagefile import open_image
 
 SCHEMA_VERSION = 1
+QUEUE_STEPS = 2  # steps whose screenshot or line may wait for the writer before the loop waits too
 OutcomeStatus = Literal["done", "fail", "max_steps", "max_time", "max_cost", "interrupted", "error", "incomplete"]
 _SECRET_KEYS = frozenset({"api_key", "apikey", "authorization", "key", "token", "password"})
 
@@ -100,7 +108,18 @@ class Attempt(BaseModel):
 
 
 class Timings(BaseModel):
-    capture_s: float = 0.0
+    """Where a step's time went, in seconds, in the order of the loop."""
+
+    capture_s: float = Field(0.0, description="grabbing the screen (about 0 when the settle's frame was used)")
+    prepare_s: float = Field(
+        0.0, description="resizing and encoding the model's image, or waiting for the settle's preparation ahead"
+    )
+    record_wait_s: float = Field(0.0, description="waiting for room in the recorder's queue (0 unless it is full)")
+    frame: Literal["capture", "settle"] = Field(
+        "capture",
+        description="the screenshot was captured for the step, or is the frame that proved the screen settled",
+    )
+    ahead: bool = Field(False, description="the model's image was prepared while the settle waited")
     model_s: float = 0.0
     execute_s: float = 0.0
     settle_s: float = 0.0
@@ -257,11 +276,14 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 class JsonlRecorder:
-    """Writes one recording folder, flushing each step as it ends.
+    """Writes one recording folder; a writer thread writes each step's screenshot, then its line.
 
-    A failed write raises ``UsageError`` (exit 2) and keeps what was written before: the
-    recording still loads, with every step completed until then. After a failure no
-    further step is written; ``finish`` still tries to write the outcome."""
+    ``save_screenshot`` and ``write_step`` only queue the work: they wait only while
+    ``QUEUE_STEPS`` steps are queued (a 3840x2160 PNG takes ~0.4 s, written while the model
+    thinks). A failed write raises ``UsageError`` (exit 2) from the next call, or from
+    ``finish``, and keeps what was written before: the recording still loads, with every
+    step written until then. After a failure nothing more is written; ``finish`` still
+    tries to write the outcome (as ``error`` when the run itself did not fail)."""
 
     ADVICE = "free some space or choose another folder with --recordings DIR"
 
@@ -298,88 +320,118 @@ class JsonlRecorder:
         self._size = 0  # bytes of steps.jsonl that hold whole steps
         self._written = 0  # steps on disk
         self._cut = False  # steps.jsonl ends in a partial line that could not be cut off
-        self._failure: UsageError | None = None
+        self._failure: BaseException | None = None  # set by the writer thread
         self._reported = False  # the failure was raised to the caller
-        self._writer: ThreadPoolExecutor | None = None
-        self._pending: list[tuple[str, Future]] = []
+        self._jobs: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._room = threading.Semaphore(QUEUE_STEPS)
+        self._queued: set[int] = set()  # steps holding a place in the queue until their line is written
+        self._writer: threading.Thread | None = None
 
-    def save_screenshot(self, step: int, image: Image.Image) -> str:
-        """Start writing the lossless screenshot in the background (a 1080p PNG takes
-        ~90 ms, done while the model thinks); ``write_step`` waits for it, so a step line
-        never names a file that is not complete on disk."""
+    def save_screenshot(self, step: int, image: Image.Image | Callable[[], Image.Image]) -> str:
+        """Queue the lossless screenshot of ``step`` (an image, or a function that makes it:
+        called in the writer thread) and return its path in the recording. Waits while
+        ``QUEUE_STEPS`` steps are queued; raises the failure of an earlier write."""
+        self._raise_failure()
         relative = f"screens/step-{step:04d}.png"
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deskpilot-png")
-        future = self._writer.submit(image.save, self.path / relative, format="PNG", compress_level=1)
-        self._pending.append((relative, future))
+        self._hold(step)
+        self._put(("png", step, relative, image))
         return relative
 
     def write_step(self, step: Step) -> None:
-        if self._failure is not None:
-            raise self._failure
+        """Queue the step's line (written after its screenshot); raises the failure of an earlier write."""
+        self._raise_failure()
         try:
-            self._wait_for_screenshots()
             if self.header.monitor is None:  # the monitor is known once something was captured
                 header = self.header.model_copy(update={"monitor": step.geometry})
                 self._write_json(self.path / "header.json", header)
                 self.header = header
-            self._append(step)
         except UsageError:
             self._reported = True
             raise
+        line = (self._scrub(step.model_dump_json()) + "\n").encode("utf-8")
+        self._hold(step.step)
+        self._put(("line", step.step, line))
 
     def finish(self, outcome: Outcome) -> None:
-        """Write outcome.json (its ``steps`` is the number of steps written) and close.
-
-        Raises the first write failure unless ``write_step`` already raised one."""
-        try:
-            self._wait_for_screenshots()
-        except UsageError:
-            pass  # kept in self._failure; the outcome is still worth writing
-        finally:
-            if self._writer is not None:
-                self._writer.shutdown()
-            self._steps.close()
+        """Write everything queued, then outcome.json (its ``steps`` is the number of steps
+        written) and close. Raises the first write failure unless it was raised already."""
+        if self._writer is not None:
+            self._jobs.put(None)
+            self._writer.join()
+            self._writer = None
+        self._steps.close()
+        failure = self._failure
+        if failure is not None and not self._reported and outcome.status != "error":
+            outcome = outcome.model_copy(update={"status": "error", "message": str(failure)})
         if not self._cut:  # otherwise no outcome, so the loader drops the partial line
             try:
                 self._write_json(self.path / "outcome.json", outcome.model_copy(update={"steps": self._written}))
             except UsageError:
                 pass
-        if self._failure is not None and not self._reported:
+        self._raise_failure(again=False)
+
+    def _raise_failure(self, again: bool = True) -> None:
+        """Raise the first failure (``again=False``: unless it was raised already)."""
+        if self._failure is not None and (again or not self._reported):
             self._reported = True
             raise self._failure
 
-    def _append(self, step: Step) -> None:
+    def _hold(self, step: int) -> None:
+        """A place in the queue for ``step`` (kept until its line is written): waits for one."""
+        if step not in self._queued:
+            self._room.acquire()
+            self._queued.add(step)
+
+    def _put(self, job: tuple[Any, ...]) -> None:
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_jobs, name="deskpilot-recorder", daemon=True)
+            self._writer.start()
+        self._jobs.put(job)
+
+    def _write_jobs(self) -> None:
+        """The writer thread: each job in order; after a failure the rest are dropped."""
+        while (job := self._jobs.get()) is not None:
+            kind, step = job[0], job[1]
+            try:
+                if self._failure is None:
+                    if kind == "png":
+                        self._write_png(step, job[2], job[3])
+                    else:
+                        self._append(step, job[2])
+            except BaseException as exc:  # kept for the loop's thread, which raises it
+                if self._failure is None:
+                    self._failure = exc
+            finally:
+                if kind == "line":
+                    self._queued.discard(step)
+                    self._room.release()
+
+    def _write_png(self, step: int, relative: str, image: Image.Image | Callable[[], Image.Image]) -> None:
+        path = self.path / relative
+        try:
+            (image if isinstance(image, Image.Image) else image()).save(path, format="PNG", compress_level=1)
+        except OSError as exc:
+            with suppress(OSError):  # a partial file: no step names it, and it takes space
+                path.unlink(missing_ok=True)
+            raise self._fail(f"the screenshot {path}", exc) from None
+
+    def _append(self, step: int, line: bytes) -> None:
         """One whole line, fsynced; on any failure the file is cut back to its last whole line."""
-        line = (self._scrub(step.model_dump_json()) + "\n").encode("utf-8")
         try:
             rest = memoryview(line)
             while rest:
                 rest = rest[self._steps.write(rest) :]
             os.fsync(self._steps.fileno())
-        except BaseException as exc:  # a disk error, or Ctrl-C in the middle of the line
+        except BaseException as exc:
             try:
                 os.ftruncate(self._steps.fileno(), self._size)
             except OSError:
                 self._cut = True
             if isinstance(exc, OSError):
-                raise self._fail(f"step {step.step} to {self.path / 'steps.jsonl'}", exc) from None
+                raise self._fail(f"step {step} to {self.path / 'steps.jsonl'}", exc) from None
             raise
         self._size += len(line)
         self._written += 1
-
-    def _wait_for_screenshots(self) -> None:
-        pending, self._pending = self._pending, []
-        failure = None
-        for relative, future in pending:
-            try:
-                future.result()
-            except OSError as exc:
-                with suppress(OSError):  # a partial file: no step names it, and it takes space
-                    (self.path / relative).unlink(missing_ok=True)
-                failure = failure or self._fail(f"the screenshot {self.path / relative}", exc)
-        if failure is not None:
-            raise failure
 
     def _write_json(self, path: Path, model: BaseModel) -> None:
         try:

@@ -162,13 +162,25 @@ def test_jpeg_data_url_decodes_at_the_sent_size():
     assert decoded.size == (1932, 1064) and decoded.format == "JPEG" and sent.n_bytes > 0
 
 
-@pytest.mark.parametrize("size", [(2560, 1440), (3840, 2160), (2880, 1800)])
+@pytest.mark.parametrize("size", [(2560, 1440), (2880, 1800), (5120, 2880)])
 def test_downscaled_captures_and_their_history_shots_stay_on_the_28_grid(size):
     full, half = prepare_for_model(shot(size).image), prepare_for_model(shot(size).image, half=True)
     for sent in (full, half):
         assert sent.size[0] % 28 == 0 and sent.size[1] % 28 == 0
         assert sent.tokens == image_tokens(sent.size) == (sent.size[0] // 28) * (sent.size[1] // 28)
     assert abs(half.size[0] * 2 - full.size[0]) <= 56 and half.tokens <= full.tokens / 4 + 1
+
+
+@pytest.mark.parametrize("size,sent", [((3840, 2160), (1920, 1080)), ((5760, 3240), (1920, 1080))])
+def test_an_exact_fraction_within_budget_is_sent_as_a_block_average(size, sent):
+    """4K at the default budget: 1920x1080 (2,691 tokens), each pixel the mean of a 2x2 block (3x3 at 5760)."""
+    k, column = size[0] // sent[0], sent[0] // 2
+    image = Image.new("RGB", size, "white")
+    image.paste("black", (0, 0, column * k + 1, size[1]))  # the blocks of one column: 1 of k columns black
+    full, half = prepare_for_model(image), prepare_for_model(image, half=True)
+    assert full.size == sent and half.size == (sent[0] // 2, sent[1] // 2) and full.tokens <= 2700
+    decoded = Image.open(io.BytesIO(base64.b64decode(full.data_url.split(",", 1)[1]))).convert("L")
+    assert abs(decoded.getpixel((column, sent[1] // 2)) - 255 * (k - 1) / k) <= 12  # a box average, no ringing
 
 
 @pytest.mark.parametrize("size", [(1920, 1080), (1366, 768), (1280, 800)])

@@ -44,7 +44,8 @@ def screen(caret: bool = False, box_at: int | None = None) -> Image.Image:
     image = _text_screen().copy()
     draw = ImageDraw.Draw(image)
     if caret:
-        draw.rectangle((600, 400, 601, 417), fill="black")  # a 2x18 text cursor
+        # a 3x18 text cursor: the probe samples every 4th column at 1920 px, and this one is seen
+        draw.rectangle((600, 400, 602, 417), fill="black")
     if box_at is not None:
         draw.rectangle((box_at, 950, box_at + 80, 1030), fill="blue")
     return image
@@ -135,24 +136,67 @@ class FakeShot:
         self.raw = bytearray(image.convert("RGBA").tobytes("raw", "BGRA"))
 
 
-def test_for_screen_probes_the_screens_thumbnail_not_full_captures():
+def fake_mss_screen(frames: list[Image.Image]):
+    """An MssScreen over a fake mss serving ``frames`` (the last one repeating); no display needed."""
+    from agent.capture import MssScreen
+
     grabs = []
-    frame = FakeShot(screen())
+    shots = [FakeShot(f) for f in frames]
 
     class FakeMss:
         def grab(self, region):
             grabs.append(region)
-            return frame
+            return shots[min(len(grabs), len(shots)) - 1]
 
-    from agent.capture import MssScreen
-
-    live = MssScreen.__new__(MssScreen)  # an MssScreen over a fake mss: no display needed
+    live = MssScreen.__new__(MssScreen)
     live._mss, live.region = FakeMss(), {"left": 0, "top": 0, "width": 1920, "height": 1080}
-    live.capture = lambda: (_ for _ in ()).throw(AssertionError("settle must not build full screenshots"))
+    return live, grabs
+
+
+def test_for_screen_probes_thumbnails_and_keeps_the_quiet_frame(monkeypatch):
+    from agent.image import Bgrx
+
+    live, grabs = fake_mss_screen([screen()])
+    monkeypatch.setattr(Bgrx, "to_rgb", lambda self: pytest.fail("a probe must not convert the whole frame"))
     settle = AdaptiveSettle.for_screen(live, SettleConfig(quiet_s=0.0))
     settle()
     assert settle.probes == 1 and grabs == [live.region]
+    frame = settle.take_frame()
+    assert frame is not None and frame.pixels.data is live._mss.grab(live.region).raw  # the probe's own grab
+    assert settle.take_frame() is None  # handed over once
     assert live.thumbnail().mode == "L" and live.thumbnail().width <= 480
+
+
+def test_the_kept_frame_is_the_last_probe_and_none_after_a_timeout():
+    clock = FakeClock()
+    frames = [screen(box_at=100), screen(box_at=300), screen(box_at=300), screen(box_at=300)]
+    live, grabs = fake_mss_screen(frames)
+    settle = AdaptiveSettle(live.probe, SettleConfig(), clock=clock, sleep=clock.sleep)
+    settle()
+    frame = settle.take_frame()
+    assert settle.probes == 4 and frame is not None
+    assert frame.image.tobytes() == frames[3].tobytes()  # the probe that proved the screen quiet
+    moving, _ = fake_mss_screen([screen(box_at=40 * i) for i in range(40)])
+    settle = AdaptiveSettle(moving.probe, SettleConfig(max_s=0.5), clock=clock, sleep=clock.sleep)
+    settle()
+    assert settle.take_frame() is None  # it never proved quiet
+
+
+def test_a_frame_that_looks_final_is_prepared_ahead_and_used_when_the_pixels_match():
+    clock = FakeClock()
+    live, _ = fake_mss_screen([screen(box_at=100), screen(), screen()])
+    settle = AdaptiveSettle(live.probe, SettleConfig(), ahead=(2700, "jpeg:90"), clock=clock, sleep=clock.sleep)
+    settle()
+    frame = settle.take_frame()
+    assert settle.ahead_used and frame.is_prepared(2700, "jpeg:90")
+    sent = frame.prepare(2700, "jpeg:90").result(5)
+    assert sent.size == (1920, 1080)
+    # A last probe with other pixels (a caret blinked on) is not given the earlier frame's work.
+    live, _ = fake_mss_screen([screen(), screen(), screen(caret=True)])
+    settle = AdaptiveSettle(live.probe, SettleConfig(), ahead=(2700, "jpeg:90"), clock=clock, sleep=clock.sleep)
+    settle()
+    frame = settle.take_frame()
+    assert settle.ahead_used is False and not frame.is_prepared(2700, "jpeg:90")
 
 
 def test_for_screen_falls_back_to_capture(tmp_path):
@@ -213,7 +257,7 @@ def test_live_static_window_with_a_blinking_cursor_settles_quickly(live_app):
     # The cursor really blinks (every 60 ms), and each blink stays under the tolerance.
     frames = []
     for _ in range(15):
-        frames.append(settle.probe())
+        frames.append(screen.thumbnail())
         time.sleep(0.03)
     changes = [changed_fraction(frames[0], frame) for frame in frames[1:]]
     assert 0 < max(changes) <= SettleConfig().tolerance

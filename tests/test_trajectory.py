@@ -14,6 +14,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from actions.executor import DryRunExecutor
 from agent.capture import ImageScreen
@@ -23,7 +24,7 @@ from agent.fakeserver import FakeModelServer
 from agent.geometry import MonitorGeometry, Target
 from agent.loop import Limits, run_episode
 from agent.planner import ScriptedPlanner
-from agent.trajectory import SCHEMA_VERSION, JsonlRecorder, Outcome, Step, load
+from agent.trajectory import QUEUE_STEPS, SCHEMA_VERSION, JsonlRecorder, Outcome, Step, load
 from tests.conftest import cli_env
 from tests.fake_brains import FormBrain, steps_done
 
@@ -105,6 +106,71 @@ def test_a_run_killed_mid_line_loads_without_the_cut_off_step(tmp_path):
     assert rec.outcome.status == "incomplete" and len(rec.steps) == 2
     assert "line 3) was cut off" in rec.outcome.message
     assert rec.outcome.prompt_tokens == sum(s.prompt_tokens for s in rec.steps)
+
+
+# --- the recorder's writer thread -----------------------------------------------------------
+
+
+def slow_image(seconds: float, started: list[float] | None = None):
+    """A screenshot that takes ``seconds`` to make (a slow disk or a 4K PNG), noting when it starts."""
+
+    def make() -> Image.Image:
+        if started is not None:
+            started.append(time.monotonic())
+        time.sleep(seconds)
+        return Image.new("RGB", (64, 40), "teal")
+
+    return make
+
+
+def bare_step(number: int, screenshot: str) -> Step:
+    return Step(step=number, started_at=time.time(), screenshot=screenshot, geometry=MonitorGeometry(0, 0, 64, 40))
+
+
+def test_the_loop_does_not_wait_for_screenshots_until_the_queue_is_full(tmp_path):
+    recorder = JsonlRecorder(tmp_path, "queue")
+    waits = []
+    for number in range(1, QUEUE_STEPS + 3):
+        t = time.monotonic()
+        path = recorder.save_screenshot(number, slow_image(0.3))
+        waits.append(time.monotonic() - t)
+        recorder.write_step(bare_step(number, path))
+    # The first QUEUE_STEPS steps are queued at once; each later one waits for a place.
+    assert max(waits[:QUEUE_STEPS]) < 0.15 and min(waits[QUEUE_STEPS:]) > 0.15
+    recorder.finish(Outcome(status="done"))
+    rec = load(recorder.path)
+    assert [s.step for s in rec.steps] == list(range(1, QUEUE_STEPS + 3)) and rec.outcome.steps == QUEUE_STEPS + 2
+
+
+def test_a_step_line_is_written_after_its_screenshot(tmp_path, monkeypatch):
+    recorder = JsonlRecorder(tmp_path, "order")
+    seen = []
+    real_append = JsonlRecorder._append
+
+    def append(self, step, line):
+        seen.append((step, (self.path / f"screens/step-{step:04d}.png").exists()))
+        real_append(self, step, line)
+
+    monkeypatch.setattr(JsonlRecorder, "_append", append)
+    for number in (1, 2):
+        recorder.write_step(bare_step(number, recorder.save_screenshot(number, slow_image(0.1))))
+    recorder.finish(Outcome(status="done"))
+    assert seen == [(1, True), (2, True)]
+
+
+def test_a_failure_found_only_at_finish_makes_the_outcome_an_error(tmp_path, monkeypatch):
+    recorder = JsonlRecorder(tmp_path, "late failure")
+    recorder.write_step(bare_step(1, recorder.save_screenshot(1, slow_image(0.0))))
+
+    def broken() -> Image.Image:
+        time.sleep(0.2)  # still being made when the step line is queued
+        raise OSError(28, os.strerror(28))
+
+    recorder.write_step(bare_step(2, recorder.save_screenshot(2, broken)))  # queued: no error yet
+    with pytest.raises(UsageError, match="step-0002.png .the disk is full"):
+        recorder.finish(Outcome(status="done", message="the model declared the task done"))
+    rec = load(recorder.path)
+    assert len(rec.steps) == 1 and rec.outcome.status == "error" and "disk is full" in rec.outcome.message
 
 
 # --- the loader's errors: each names the file (and line) ---------------------------------
@@ -345,10 +411,16 @@ def test_sigkill_mid_run_leaves_a_loadable_recording(tmp_path):
             env=cli_env(),
         )
         try:
+
+            def written() -> bool:  # the writer thread wrote steps 1 and 2, and started step 3's screenshot
+                folders = list(tmp_path.iterdir())
+                if len(server.requests) < 3 or not folders:
+                    return False
+                lines = (folders[0] / "steps.jsonl").read_bytes().count(b"\n")
+                return lines == 2 and (folders[0] / "screens" / "step-0003.png").exists()
+
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                if len(server.requests) >= 3:  # steps 1 and 2 are recorded before step 3 asks
-                    break
+            while time.monotonic() < deadline and not written():
                 time.sleep(0.02)
             assert len(server.requests) >= 3, "the run never reached step 3"
             os.kill(proc.pid, signal.SIGKILL)
