@@ -19,19 +19,16 @@ from agent.cli import main
 from agent.config import parse_encoding
 from agent.errors import UsageError
 from agent.geometry import MonitorGeometry, image_tokens
-from agent.image import encode_image, prepare_for_model
+from agent.image import encode_image, prepare_for_model, sent_size
 
+SIZES = ("1280x800", "1920x1080", "2560x1440", "3840x2160")
 ROW_IDS = [
-    "perception_ms/1280x800",
-    "perception_ms/1920x1080",
-    "perception_ms/2560x1440",
+    *(f"perception_ms/{size}" for size in SIZES),
+    *(f"perception_cold_ms/{size}" for size in SIZES),
+    *(f"perception_settled_ms/{size}" for size in SIZES),
+    *(f"settle_poll_ms/{size}" for size in SIZES),
     "settle_ms/static",
-    "tokens/1280x800/h0",
-    "tokens/1280x800/h4",
-    "tokens/1920x1080/h0",
-    "tokens/1920x1080/h4",
-    "tokens/2560x1440/h0",
-    "tokens/2560x1440/h4",
+    *(f"tokens/{size}/h{shots}" for size in SIZES for shots in (0, 4)),
     "replay_check_steps_per_s",
     "memory_peak_mb",
     "memory_growth_mb",
@@ -49,8 +46,15 @@ def test_bench_smoke_writes_every_row(tmp_path, capsys):
     for name, row in rows.items():
         if name == "settle_ms/static":
             assert row["ours"] is None and "live only" in row["note"]  # no display here
+        elif name.startswith("perception_settled_ms/"):  # may be ~0: the settle prepared the frame ahead
+            assert row["ours"] >= 0 and row["baseline"] > 0, name
         elif name != "memory_growth_mb":
             assert row["ours"] > 0 and row["baseline"] > 0, name
+    for size in SIZES:  # each beside the previous path, the sent size as that size's rules say
+        cold = rows[f"perception_cold_ms/{size}"]["detail"]
+        assert cold["sent_size"] == list(sent_size(tuple(map(int, size.split("x")))))
+    assert rows["perception_cold_ms/3840x2160"]["detail"]["previous_sent_size"] == [1932, 1064]
+    assert rows["settle_poll_ms/3840x2160"]["detail"]["thumbnail_size"] == [480, 270]
     assert rows["replay_check_steps_per_s"]["detail"]["differences"] == 0
     assert set(rows["perception_ms/1920x1080"]["detail"]["stages_ms"]) >= {"capture", "resize", "encode", "base64"}
     h0, h4 = rows["tokens/1920x1080/h0"], rows["tokens/1920x1080/h4"]
@@ -59,6 +63,9 @@ def test_bench_smoke_writes_every_row(tmp_path, capsys):
     printed = capsys.readouterr().out
     for metric in (
         "perception per step",
+        "perception, cold capture",
+        "perception after a settle",
+        "settle poll",
         "settle after a click",
         "input tokens per step",
         "replay check",

@@ -13,7 +13,7 @@ from agent.config import Settings
 from agent.image import SentImage
 from agent.protocol import HistoryEntry
 
-SIZES = ((1280, 800), (1920, 1080), (2560, 1440))
+SIZES = ((1280, 800), (1920, 1080), (2560, 1440), (3840, 2160))
 TASK = "open the settings and turn on dark mode"
 DEFAULT_REPEAT = 7  # runs per median
 DEFAULT_REPLAY_STEPS = 500  # steps in the generated recording

@@ -1,8 +1,10 @@
 """Rows for what one step sends. Perception: the time from a capture to the request body
 (capture, resize, encode, base64, the JSON body with 4 history shots), against a peer's
 full-size capture saved as a full-size PNG, with a per-stage profile of ours (and a
-cProfile on request). Tokens: the input tokens of a step with 0 and 4 history shots,
-against full-size screenshots kept in full."""
+cProfile on request). Perception beside the previous path (``agent.bench.previous``): capture
+to model-ready image on a cold capture, and what is left of it after a settle that prepared
+the frame ahead. Tokens: the input tokens of a step with 0 and 4 history shots, against
+full-size screenshots kept in full."""
 
 from __future__ import annotations
 
@@ -17,21 +19,22 @@ from collections.abc import Callable
 from PIL import Image
 
 from actions.schema import tool_schemas
+from agent.bench import previous
 from agent.bench.common import PRICE_IN, TASK, bench_settings, history, median_ms
 from agent.bench.table import Row
-from agent.capture import Screen
+from agent.capture import Screen, thumbnail
 from agent.config import Settings
 from agent.geometry import MAX_IMAGE_TOKENS, fit_to_tokens, image_tokens
-from agent.image import SentImage, encode_bytes, prepare_for_model, resize_for_model
+from agent.image import SentImage, encode_bytes, prepare_for_model, resize_for_model, sent_size
 from agent.protocol import HistoryEntry, StepRequest, build_body
+from agent.settle import AdaptiveSettle, changed_fraction
 
 
 def perception_step(screen: Screen, settings: Settings, earlier: list[HistoryEntry]) -> int:
-    """One step's perception as the loop does it, up to the request going out; returns the
-    bytes of the request body. (The loop makes the half-size history shot in a background
-    thread during the model's reply; ``stage_profile`` times it on its own.)"""
-    shot = screen.capture()
-    sent = prepare_for_model(shot.image, settings.max_image_tokens, settings.image_encoding)
+    """One step's perception as the loop does it on a fresh capture, up to the request going
+    out; returns the bytes of the request body. (The loop makes the half-size history shot in
+    a background thread during the model's reply; ``stage_profile`` times it on its own.)"""
+    sent = screen.capture().prepare(settings.max_image_tokens, settings.image_encoding).result()
     body, _ = build_body(StepRequest(TASK, len(earlier) + 1, sent, earlier, []), settings, use_tools=True)
     return len(json.dumps(body))
 
@@ -56,17 +59,20 @@ def baseline_step(grab: Callable[[], Image.Image]) -> int:
 
 def stage_profile(screen: Screen, settings: Settings, earlier: list[HistoryEntry], repeat: int) -> dict[str, float]:
     """Median ms of each perception stage, timed one by one (``capture`` is the screen's
-    ``capture()``: for MssScreen the X server copy and the conversion from mss's buffer)."""
+    ``capture()``: for MssScreen the X server's copy and mss's; ``convert`` makes it RGB)."""
     stages: dict[str, list[float]] = {
-        k: [] for k in ("capture", "resize", "encode", "base64", "half_shot", "body", "tool_schemas")
+        k: [] for k in ("capture", "convert", "resize", "encode", "base64", "half_shot", "body", "tool_schemas")
     }
     for _ in range(repeat):
         t = time.perf_counter()
         shot = screen.capture()
         stages["capture"].append(time.perf_counter() - t)
-        size = fit_to_tokens(shot.image.size, settings.max_image_tokens)
         t = time.perf_counter()
-        resized = resize_for_model(shot.image, size)
+        image = shot.image
+        stages["convert"].append(time.perf_counter() - t)
+        size = sent_size(image.size, settings.max_image_tokens)
+        t = time.perf_counter()
+        resized = resize_for_model(image, size)
         stages["resize"].append(time.perf_counter() - t)
         t = time.perf_counter()
         raw, _ = encode_bytes(resized, settings.image_encoding)
@@ -75,9 +81,9 @@ def stage_profile(screen: Screen, settings: Settings, earlier: list[HistoryEntry
         base64.b64encode(raw).decode("ascii")
         stages["base64"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        prepare_for_model(shot.image, settings.max_image_tokens, settings.image_encoding, half=True)
+        prepare_for_model(image, settings.max_image_tokens, settings.image_encoding, half=True)
         stages["half_shot"].append(time.perf_counter() - t)
-        sent = prepare_for_model(shot.image, settings.max_image_tokens, settings.image_encoding)
+        sent = prepare_for_model(image, settings.max_image_tokens, settings.image_encoding)
         t = time.perf_counter()
         body, _ = build_body(StepRequest(TASK, len(earlier) + 1, sent, earlier, []), settings, use_tools=True)
         json.dumps(body)
@@ -93,7 +99,7 @@ def bench_perception(
 ) -> Row:
     """The perception row at ``size``: ours on ``screen`` against the baseline on ``grab``."""
     settings = bench_settings(image_encoding=encoding)
-    half = prepare_for_model(screen.capture().image, settings.max_image_tokens, encoding, half=True)
+    half = screen.capture().prepare(settings.max_image_tokens, encoding, half=True).result()
     earlier = history(half, settings.history_images)
     ours, base = [], []
     perception_step(screen, settings, earlier)  # warm up caches and allocators
@@ -104,7 +110,7 @@ def bench_perception(
         t = time.perf_counter()
         base_bytes = baseline_step(grab)
         base.append(time.perf_counter() - t)
-    sent = prepare_for_model(screen.capture().image, settings.max_image_tokens, encoding)
+    sent = screen.capture().prepare(settings.max_image_tokens, encoding).result()
     row = Row(
         f"perception_ms/{size[0]}x{size[1]}",
         "perception per step (ms)",
@@ -127,10 +133,98 @@ def bench_perception(
     return row
 
 
+# Perception targets (ms, median) by screen width, from issue 14.
+PERCEPTION_TARGETS_MS = {2560: 25.0, 3840: 40.0}
+
+
+def _target(row: Row, width: int) -> None:
+    limit = PERCEPTION_TARGETS_MS.get(width)
+    if limit is not None and row.ours is not None:
+        row.target, row.met = f"<= {limit:g} ms", row.ours <= limit
+
+
+def bench_perception_previous(size: tuple[int, int], screen: Screen, encoding: str, repeat: int) -> list[Row]:
+    """Capture to model-ready image (the data URL), beside the previous path, in two cases:
+    a cold capture (the first step, or after a settle that ran out of time: capture, convert,
+    resize, encode on the critical path), and the usual step after an action, where the frame
+    is the one the settle proved quiet and its image was prepared while the settle waited:
+    what is left is comparing the last probe with that frame and collecting the work. The
+    previous path captured again after the settle and prepared that capture."""
+    settings = bench_settings(image_encoding=encoding)
+    budget = settings.max_image_tokens
+    cold, settled, previous_path, ahead_used = [], [], [], []
+    settle = AdaptiveSettle.for_screen(screen, ahead=(budget, encoding))
+    screen.capture().prepare(budget, encoding).result()  # warm up
+    for _ in range(repeat):  # interleaved, so both see the same machine load
+        t = time.perf_counter()
+        screen.capture().prepare(budget, encoding).result()
+        cold.append(time.perf_counter() - t)
+        settle()
+        t = time.perf_counter()
+        frame = settle.take_frame()
+        assert frame is not None  # a static screen always settles
+        frame.prepare(budget, encoding).result()
+        settled.append(time.perf_counter() - t)
+        ahead_used.append(bool(settle.ahead_used))
+        t = time.perf_counter()
+        previous.prepare(previous.capture(screen.capture().pixels), budget, encoding)  # type: ignore[arg-type]
+        previous_path.append(time.perf_counter() - t)
+    case = f"{size[0]}x{size[1]}"
+    rows = [
+        Row(f"perception_cold_ms/{case}", "perception, cold capture (ms)", case, "ms", median_ms(cold), None),
+        Row(f"perception_settled_ms/{case}", "perception after a settle (ms)", case, "ms", median_ms(settled), None),
+    ]
+    for row in rows:
+        row.baseline = median_ms(previous_path)
+        _target(row, size[0])
+    rows[0].detail = {
+        "sent_size": list(sent_size(size, budget)),
+        "previous_sent_size": list(fit_to_tokens(size, budget)),
+    }
+    rows[1].detail = {"prepared_ahead": f"{sum(ahead_used)}/{len(ahead_used)}"}
+    return rows
+
+
+def bench_settle_poll(size: tuple[int, int], screen: Screen, repeat: int, live: bool) -> Row:
+    """One settle poll: the probe (a thumbnail of a grab) and the comparison with the quiet
+    window's first one, beside the previous probe (the whole frame converted and block-averaged).
+    Offline the grab is left out of both (it is the same copy); live both include it."""
+    ours, before, grabs = [], [], []
+    reference, old_reference = thumbnail(screen.capture().pixels), previous.thumbnail(screen.capture().pixels)  # type: ignore[arg-type]
+    for _ in range(repeat + 1):
+        t = time.perf_counter()
+        pixels = screen.capture().pixels
+        grabbed = time.perf_counter()
+        grabs.append(grabbed - t)
+        if not live:
+            t = grabbed
+        changed_fraction(reference, thumbnail(pixels))  # type: ignore[arg-type]
+        ours.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        pixels = screen.capture().pixels
+        if not live:
+            t = time.perf_counter()
+        changed_fraction(old_reference, previous.thumbnail(pixels))  # type: ignore[arg-type]
+        before.append(time.perf_counter() - t)
+    case = f"{size[0]}x{size[1]}" + (", with the grab" if live else "")
+    row = Row(
+        f"settle_poll_ms/{size[0]}x{size[1]}",
+        "settle poll (ms)",
+        case,
+        "ms",
+        median_ms(ours[1:]),
+        median_ms(before[1:]),
+    )
+    row.detail = {"grab_ms": median_ms(grabs[1:]), "thumbnail_size": list(reference.size)}
+    if not live:
+        row.target, row.met = "<= 1 ms", row.ours is not None and row.ours <= 1.0
+    return row
+
+
 def cprofile_perception(screen: Screen, encoding: str, repeat: int) -> str:
     """pstats' text for ``repeat`` perception steps on ``screen``, the 12 costliest functions first."""
     settings = bench_settings(image_encoding=encoding)
-    earlier = history(prepare_for_model(screen.capture().image, settings.max_image_tokens, encoding, half=True), 4)
+    earlier = history(screen.capture().prepare(settings.max_image_tokens, encoding, half=True).result(), 4)
     profiler = cProfile.Profile()
     profiler.enable()
     for _ in range(repeat):
@@ -145,8 +239,8 @@ def bench_tokens(size: tuple[int, int], screen: Screen, encoding: str) -> list[R
     """The token rows at ``size``: ``build_body``'s estimate with 0 and 4 history shots."""
     settings = bench_settings(image_encoding=encoding)
     shot = screen.capture()
-    sent = prepare_for_model(shot.image, settings.max_image_tokens, encoding)
-    half = prepare_for_model(shot.image, settings.max_image_tokens, encoding, half=True)
+    sent = shot.prepare(settings.max_image_tokens, encoding).result()
+    half = shot.prepare(settings.max_image_tokens, encoding, half=True).result()
     full = SentImage("data:image/png;base64,", size, "png", 0, image_tokens(size))  # only tokens count here
     rows = []
     for shots in (0, 4):

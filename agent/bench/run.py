@@ -63,8 +63,14 @@ def run_bench(
     Raises UsageError for an unknown ``encoding``, or with ``live`` when Xvfb or tkinter is missing.
     """
     # The rows load the loop, the planner and its HTTP client: only when the bench runs.
-    from agent.bench.loop_rows import bench_whole_step
-    from agent.bench.perception import bench_perception, bench_tokens, cprofile_perception
+    from agent.bench.loop_rows import LIVE_STEP_TARGET_MS, bench_live_step, bench_whole_step
+    from agent.bench.perception import (
+        bench_perception,
+        bench_perception_previous,
+        bench_settle_poll,
+        bench_tokens,
+        cprofile_perception,
+    )
     from agent.bench.replay_rows import bench_replay
     from agent.bench.settle_rows import bench_settle, settle_row
 
@@ -77,14 +83,22 @@ def run_bench(
     settle = settle_row()
     settle.note = "live only (--live)"
     perception: list[Row] = []
+    against_previous: list[Row] = []
+    polls: list[Row] = []
     tokens: list[Row] = []
+    live_steps: list[Row] = []
     whole: Row | None = None
     profiles: dict[str, str] = {}
     for size in SIZES:
         say(f"perception and tokens at {size[0]}x{size[1]} ...")
         with screen_at(size, live) as (screen, grab):
             perception.append(bench_perception(size, screen, grab, encoding, repeat))
+            against_previous += bench_perception_previous(size, screen, encoding, repeat)
+            polls.append(bench_settle_poll(size, screen, repeat, live))
             tokens += bench_tokens(size, screen, encoding)
+            if live and (size[0] in LIVE_STEP_TARGET_MS or size == SIZES[-1]):
+                say("live step ...")
+                live_steps.append(bench_live_step(screen, size, encoding, steps))
             if size == (1920, 1080):
                 if live:
                     say("settle ...")
@@ -94,7 +108,8 @@ def run_bench(
                 if profile:
                     profiles["perception_1920x1080"] = cprofile_perception(screen, encoding, repeat)
     assert whole is not None  # SIZES holds 1920x1080
-    rows = perception + [settle] + tokens + replay + [whole]
+    previous = sorted(against_previous, key=lambda row: row.id.startswith("perception_settled"))
+    rows = perception + previous + polls + [settle] + tokens + replay + [whole] + live_steps
     return {
         "meta": {
             "mode": "live (Xvfb)" if live else "offline (generated screens)",

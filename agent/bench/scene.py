@@ -18,9 +18,10 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from agent.capture import Screenshot
+from agent.capture import Screenshot, thumbnail
 from agent.errors import UsageError
 from agent.geometry import MonitorGeometry
+from agent.image import Bgrx
 from agent.xvfb import have_xvfb, xvfb_display
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -119,19 +120,27 @@ def generate_screen(size: tuple[int, int], seed: int = 0) -> Image.Image:
 
 
 class MemoryScreen:
-    """A screen held as the BGRX bytes mss returns; capture() does what MssScreen.capture
-    does after its grab, so offline perception times everything but the X server copy."""
+    """A screen held as the BGRX bytes mss returns. ``capture()`` and ``probe()`` do what
+    MssScreen's do after the X server's copy: mss copies the frame out of its shared memory
+    into a new buffer (so does ``capture`` here), and the rest is the same code."""
 
     def __init__(self, image: Image.Image) -> None:
         self.size = image.size
         self._bgrx = image.convert("RGBA").tobytes("raw", "BGRA")
 
+    def grab(self) -> Bgrx:
+        """The pixels as a fresh copy, as mss hands over a grab."""
+        return Bgrx(bytearray(self._bgrx), self.size)
+
     def capture(self) -> Screenshot:
-        image = Image.frombytes("RGB", self.size, self._bgrx, "raw", "BGRX")
-        return Screenshot(
-            image,
-            MonitorGeometry(0, 0, *self.size),
-        )
+        return Screenshot(None, MonitorGeometry(0, 0, *self.size), self.grab())
+
+    def probe(self) -> tuple[Image.Image, Screenshot]:
+        shot = self.capture()
+        return thumbnail(shot.pixels), shot  # type: ignore[arg-type]
+
+    def thumbnail(self) -> Image.Image:
+        return self.probe()[0]
 
 
 def check_live() -> None:

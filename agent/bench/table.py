@@ -65,10 +65,10 @@ def format_table(result: dict[str, Any]) -> str:
         if row["id"].startswith("perception_ms/"):
             st = dict(row["detail"]["stages_ms"])
             lines.append(
-                f"profile {row['case']:>9} (ms): capture {st['capture']:.1f} | resize {st['resize']:.1f} | encode "
-                f"{st['encode']:.1f} | base64 {st['base64']:.1f} | "
+                f"profile {row['case']:>9} (ms): capture {st['capture']:.1f} | convert {st['convert']:.1f} | resize "
+                f"{st['resize']:.1f} | encode {st['encode']:.1f} | base64 {st['base64']:.1f} | "
                 f"body {st['body']:.1f} (tool schemas {st['tool_schemas']:.1f} of it); stages sum to "
-                f"{sum(st[k] for k in ('capture', 'resize', 'encode', 'base64', 'body')):.1f}; sent "
+                f"{sum(st[k] for k in ('capture', 'convert', 'resize', 'encode', 'base64', 'body')):.1f}; sent "
                 f"{row['detail']['sent_size'][0]}x{row['detail']['sent_size'][1]}, "
                 f"{row['detail']['sent_bytes'] / 1024:.0f} KB; half shot {st['half_shot']:.1f} "
                 "(made while the model thinks)"
@@ -76,12 +76,14 @@ def format_table(result: dict[str, Any]) -> str:
         if row["id"] == "whole_step_ms":
             ours, base = row["detail"]["ours_parts_ms"], row["detail"]["baseline_parts_ms"]
             lines.append(
-                f"whole step (ms): ours capture+encode+record {ours['capture_s']:.1f} (the recorder's "
-                f"lossless PNG alone: {ours['recorder_png']:.1f}), model round trip {ours['model_s']:.1f}; "
-                f"baseline {base['capture_s']:.1f}, {base['model_s']:.1f}"
+                f"whole step (ms): ours capture {ours['capture_s']:.1f} + prepare {ours['prepare_s']:.1f}, waiting "
+                f"for the recorder {ours['record_wait_s']:.1f} (its lossless PNG alone: {ours['recorder_png']:.1f}, "
+                f"written in its own thread), model round trip {ours['model_s']:.1f}; "
+                f"baseline {base['capture_s'] + base['prepare_s']:.1f}, {base['model_s']:.1f}"
             )
     lines += [
         "baselines: perception = full-size capture (ImageGrab when live) + full-size PNG (level 6) + base64 + body;",
+        "  perception cold / after a settle, settle poll = deskpilot's previous path (agent/bench/previous.py);",
         f"  settle = fixed {SETTLE_BASELINE_S:.1f} s sleep; tokens = full-size screenshots, history kept full-size;",
         "  replay = re-running the loop on the recorded screens (replay simulate), first 50 steps;",
         "  memory = RSS before the run; whole step = same loop sending full-size PNG (level 6).",

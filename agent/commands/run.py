@@ -133,7 +133,24 @@ def step_line(step: Step, scrub: Callable[[str], str] | None = None) -> str:
     usage = f"  {tokens:,} tok" + (f" ${step.cost_usd:.4f}" if step.cost_usd else "") if tokens else ""
     note = f"  ({step.note})" if step.decision in ("refused", "skip", "edit") else ""
     error = f"  ! {step.error}" if step.error else ""
-    return f"step {step.step:>3}  {what}  {step.timings.model_s:.2f}s{usage}{retries}{note}{error}"
+    return f"step {step.step:>3}  {what}  {step.timings.model_s:.2f}s{usage}{retries}  {timing_note(step)}{note}{error}"
+
+
+def timing_note(step: Step) -> str:
+    """The step's time outside the model, as its recording's ``timings`` hold it, e.g.
+    ``[see 0+12ms settled, act 31ms, settle 110ms]``: capture + prepare of the screenshot (and
+    where the frame came from), waiting for the recorder's queue, the action and the settle."""
+    t = step.timings
+
+    def ms(seconds: float) -> str:
+        return f"{seconds * 1000:.0f}"
+
+    parts = [f"see {ms(t.capture_s)}+{ms(t.prepare_s)}ms" + (" settled" if t.frame == "settle" else "")]
+    if t.record_wait_s >= 0.001:
+        parts.append(f"queue {ms(t.record_wait_s)}ms")
+    if t.execute_s or t.settle_s:
+        parts += [f"act {ms(t.execute_s)}ms", f"settle {ms(t.settle_s)}ms"]
+    return "[" + ", ".join(parts) + "]"
 
 
 @contextmanager
@@ -222,7 +239,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             )
         settle = None
         if not dry_run:
-            settle = AdaptiveSettle.for_screen(screen, SettleConfig(quiet_s=args.settle_quiet, max_s=args.settle_max))
+            settle = AdaptiveSettle.for_screen(
+                screen,
+                SettleConfig(quiet_s=args.settle_quiet, max_s=args.settle_max),
+                ahead=(settings.max_image_tokens, settings.image_encoding),
+            )
         with _signals_interrupt():
             result = run_episode(
                 args.task,
