@@ -5,10 +5,13 @@ baseline (interleaved where both are timed):
 
 * perception per step: what stands between a capture and the request going out
   (capture, resize, encode, base64 and the JSON request body with 4 history shots) at
-  1280x800, 1920x1080 and 2560x1440; the half-size history shot of the step is made
-  in the background while the model thinks (as the loop does) and profiled apart,
+  1280x800, 1920x1080, 2560x1440 and 3840x2160; the half-size history shot of the step is
+  made in the background while the model thinks (as the loop does) and profiled apart,
   against a full-size capture (PIL ImageGrab when live) saved as a full-size PNG at
   Pillow's default level; a per-stage profile of ours is printed under the table;
+* perception from a capture to the model-ready image at each size, on a cold capture and
+  after a settle (the settled frame, prepared while the settle waited), and the cost of one
+  settle poll, each against deskpilot's previous path (``previous``);
 * settle after a click on a static window (live only) against a fixed 2.0 s sleep;
 * input tokens per step (``agent.protocol.build_body``'s estimate) with 0 and 4 history
   shots at each size, against full-size screenshots kept in full;
@@ -16,7 +19,8 @@ baseline (interleaved where both are timed):
   ImageScreen, DryRunExecutor, JsonlRecorder), against re-running those steps through
   the loop (``replay.simulate``), and resident memory across the 500-step run;
 * whole-step overhead without the model: ``run_episode`` against a FakeModelServer that
-  answers at once, against the same loop sending full-size PNGs.
+  answers at once, against the same loop sending full-size PNGs; with ``--live``, a real
+  step outside the model at 2560x1440 and 3840x2160 (clicks, settle, recorder).
 
 Without ``--live`` the screens are generated desktops (wallpaper, icons, a code editor,
 a file list, a browser page with a photo, a dialog, a task bar) held in memory as mss
@@ -27,7 +31,8 @@ The entry points: ``run_bench(**OPTIONS)`` measures and returns the result (a di
 ready), ``format_table(result)`` renders it, ``add_arguments(parser)`` adds the command's
 flags (their ``dest`` names are the keys of ``OPTIONS``, plus ``json``). Nothing in the
 package prints. Where the rest lives: ``scene`` (the generated and the live desktop;
-``desktop_app`` is the live one's Tk program), ``perception`` (perception and token rows),
+``desktop_app`` is the live one's Tk program), ``perception`` (perception, settle poll and
+token rows), ``previous`` (the previous path, the baseline of the big-screen rows),
 ``settle_rows``, ``replay_rows``, ``loop_rows`` (the whole step), ``table`` (``Row`` and the
 table), ``common`` (what the rows share) and ``run`` (``run_bench``). The command that prints it all
 is ``agent.commands.bench``.

@@ -152,13 +152,14 @@ def bench_perception_previous(size: tuple[int, int], screen: Screen, encoding: s
     previous path captured again after the settle and prepared that capture."""
     settings = bench_settings(image_encoding=encoding)
     budget = settings.max_image_tokens
-    cold, settled, previous_path, ahead_used = [], [], [], []
+    cold, settled, previous_path, ahead_used, cold_cpu, previous_cpu = [], [], [], [], [], []
     settle = AdaptiveSettle.for_screen(screen, ahead=(budget, encoding))
     screen.capture().prepare(budget, encoding).result()  # warm up
     for _ in range(repeat):  # interleaved, so both see the same machine load
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         screen.capture().prepare(budget, encoding).result()
         cold.append(time.perf_counter() - t)
+        cold_cpu.append(time.process_time() - cpu)
         settle()
         t = time.perf_counter()
         frame = settle.take_frame()
@@ -166,9 +167,10 @@ def bench_perception_previous(size: tuple[int, int], screen: Screen, encoding: s
         frame.prepare(budget, encoding).result()
         settled.append(time.perf_counter() - t)
         ahead_used.append(bool(settle.ahead_used))
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         previous.prepare(previous.capture(screen.capture().pixels), budget, encoding)  # type: ignore[arg-type]
         previous_path.append(time.perf_counter() - t)
+        previous_cpu.append(time.process_time() - cpu)
     case = f"{size[0]}x{size[1]}"
     rows = [
         Row(f"perception_cold_ms/{case}", "perception, cold capture (ms)", case, "ms", median_ms(cold), None),
