@@ -168,6 +168,14 @@ class Fail(_Action):
     reason: Annotated[str | None, Field(description="Why the task is infeasible.")] = None
 
 
+class CallUser(_Action):
+    """Ask the person at the computer a question (information only they have, or a choice that is
+    theirs to make); their answer comes with the next step. Offered only when someone can answer."""
+
+    kind: Literal["call_user"] = "call_user"
+    question: Annotated[str, Field(min_length=1, description="The question, in one or two sentences.")]
+
+
 Action = Annotated[
     Union[
         LeftClick,
@@ -182,6 +190,7 @@ Action = Annotated[
         Wait,
         Done,
         Fail,
+        CallUser,
     ],
     Field(discriminator="kind"),
 ]
@@ -201,10 +210,12 @@ ACTION_TYPES: dict[str, type[_Action]] = {
         Wait,
         Done,
         Fail,
+        CallUser,
     )
 }
 POINTING_KINDS = frozenset(k for k, c in ACTION_TYPES.items() if "start_box" in c.model_fields)
 TERMINAL_KINDS = frozenset({"DONE", "FAIL"})
+ASK_KIND = "call_user"  # neither pointing nor terminal: the loop asks the person, nothing is executed
 
 # Names the model is known to use for the same actions, mapped to the trained ones.
 _ALIASES = {
@@ -235,6 +246,7 @@ _ALIASES = {
     "press_key": "key",
     "key_press": "key",
     "write": "type",
+    "ask_user": "call_user",  # GLM's own OSWorld agent names it ASK_USER
 }
 # Argument names seen in the wild, mapped to the trained ones.
 _ARG_ALIASES = {
@@ -284,6 +296,11 @@ def build_action(name: str, arguments: dict[str, Any]) -> Action:
             if isinstance(args.get(other), str):
                 args["reason"] = args.pop(other)
                 break
+    if kind == ASK_KIND and "question" not in args:
+        for other in ("content", "message", "query", "prompt"):
+            if isinstance(args.get(other), str):
+                args["question"] = args.pop(other)
+                break
     args["kind"] = kind
     try:
         return ACTION_ADAPTER.validate_python(args)
@@ -310,16 +327,22 @@ def _model_error_inside(exc: Exception) -> Exception | None:
     return None
 
 
-def tool_schemas() -> list[dict[str, Any]]:
-    """OpenAI-style tool definitions, one per action, generated from the models above."""
-    return copy.deepcopy(_tool_schemas())
+def offered_kinds(ask_user: bool) -> tuple[str, ...]:
+    """The action names offered to the model: every action, call_user only when someone can answer."""
+    return tuple(kind for kind in ACTION_TYPES if ask_user or kind != ASK_KIND)
 
 
-@functools.lru_cache(maxsize=1)
-def _tool_schemas() -> list[dict[str, Any]]:
+def tool_schemas(ask_user: bool = False) -> list[dict[str, Any]]:
+    """OpenAI-style tool definitions, one per offered action, generated from the models above."""
+    return copy.deepcopy(_tool_schemas(ask_user))
+
+
+@functools.lru_cache(maxsize=2)
+def _tool_schemas(ask_user: bool) -> list[dict[str, Any]]:
     # pydantic builds JSON schemas slowly (~9 ms for all actions): once per process
     tools = []
-    for kind, cls in ACTION_TYPES.items():
+    for kind in offered_kinds(ask_user):
+        cls = ACTION_TYPES[kind]
         schema = cls.model_json_schema()
         props = {k: v for k, v in schema.get("properties", {}).items() if k != "kind"}
         for prop in props.values():

@@ -35,6 +35,7 @@ def request() -> StepRequest:
         history,
         ["original $80.00", "now $60.00"],
         "UnparseableReply: no action found",
+        ask_user=True,  # a run in a terminal offers call_user
     )
 
 
