@@ -275,7 +275,7 @@ def _pyautogui(display: Any) -> Check:
 
 def _pynput(display: Any) -> Check:
     try:
-        from pynput import mouse  # type: ignore[import-untyped]
+        from pynput import mouse
 
         controller = mouse.Controller()
         position = tuple(int(v) for v in controller.position)

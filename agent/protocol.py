@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 
 import prompts
-from actions.schema import tool_schemas
+from actions.schema import action_space_text, offered_kinds, tool_schemas
 from agent.config import Settings
 from agent.image import SentImage
 
@@ -173,11 +173,16 @@ def _compose(
         history_note = "(none: this is the first step)\n"
     elif first_kept > omitted_before:
         history_note = f"(steps {omitted_before}-{first_kept - 1} omitted)\n"
-    ask_user = prompts.render("ask_user") if request.ask_user else ""
-    head = prompts.render(
-        "step_head", task=request.task, platform=platform_name(), width=width, height=height, ask_user=ask_user
+    add_text(
+        prompts.render(
+            "step_head",
+            task=request.task,
+            platform=platform_name(),
+            width=width,
+            height=height,
+            action_space=action_space_text(frozenset(offered_kinds(request.ask_user))),
+        ).rstrip("\n")
     )
-    add_text(head.rstrip("\n"))
     if history_note:
         add_text("\n" + history_note.rstrip("\n"))
     with_shot = {entry.step for entry in history if entry.image is not None}

@@ -305,7 +305,7 @@ class Hotkey:
     def start(self) -> Hotkey:
         """Start listening; DisplayError when pynput cannot listen (no display, no RECORD extension)."""
         try:
-            from pynput import keyboard  # type: ignore[import-untyped]
+            from pynput import keyboard
         except Exception as exc:  # pynput raises at import without a display
             raise DisplayError(f"cannot listen for the {self.what} ({exc}): is DISPLAY set?") from None
         if isinstance(self.parsed, tuple):

@@ -11,6 +11,7 @@ import json
 
 from agent import __version__
 from agent.commands.common import Console, add_model_arguments, settings_from_args
+from agent.config import Settings
 from agent.doctor import diagnose
 from agent.errors import EXIT_DONE, EXIT_NOT_DONE
 from agent.safety import DEFAULT_KILL_HOTKEY, DEFAULT_TAKEOVER_HOTKEY, Secrets
@@ -37,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace, console: Console) -> int:
-    def settings():  # type: ignore[no-untyped-def]
+    def settings() -> Settings:
         resolved = settings_from_args(args)
         if resolved.api_key is not None:
             console.scrub = Secrets({}, extra=[resolved.api_key.get_secret_value()]).scrub

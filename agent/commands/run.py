@@ -240,8 +240,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                 "or throw the mouse into a screen corner"
             )
         if takeover is not None:
-            key = describe_hotkey(args.takeover_hotkey)
-            console.say(f"deskpilot: take the desktop over with {key} (in any window), {key} again to hand it back")
+            hotkey = describe_hotkey(args.takeover_hotkey)
+            console.say(
+                f"deskpilot: take the desktop over with {hotkey} (in any window), {hotkey} again to hand it back"
+            )
         can_ask = not args.no_ask and sys.stdin.isatty()
         if not args.no_ask and not can_ask:
             console.say("deskpilot: stdin is not a terminal: the model cannot ask you questions (as with --no-ask)")
