@@ -67,6 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.say("deskpilot: interrupted", err=True)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (e.g. `deskpilot doctor | head`): not an error of ours
+        sys.stderr.close()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_INTERRUPTED
     except Exception as exc:  # a bug: say so without a wall of traceback
         if os.environ.get("DESKPILOT_DEBUG"):
             raise
