@@ -29,7 +29,7 @@ Two families, kept apart on purpose:
 from __future__ import annotations
 
 EXIT_DONE = 0
-EXIT_NOT_DONE = 1  # the model declared the task infeasible, or a budget ran out
+EXIT_NOT_DONE = 1  # the model declared the task infeasible, or a budget ran out (doctor: a problem)
 EXIT_USAGE = 2
 EXIT_ENDPOINT = 3
 EXIT_INTERNAL = 4
@@ -41,7 +41,8 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (EXIT_DONE, "the model declared the task done (replay: every step matched or was healed)"),
     (
         EXIT_NOT_DONE,
-        "the model declared it infeasible, a step/time/cost budget ran out (replay: a step differed)",
+        "the model declared it infeasible or asked with no one to answer, a step/time/cost budget ran out "
+        "(replay: a step differed; doctor: a problem was found)",
     ),
     (EXIT_USAGE, "usage or configuration error (bad flags, missing key, no display, unreadable recording, disk full)"),
     (EXIT_ENDPOINT, "the model endpoint failed (key rejected, unreachable or malformed replies after retries)"),

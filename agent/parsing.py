@@ -51,13 +51,14 @@ _LITERAL_ERRORS = (ValueError, TypeError, SyntaxError, MemoryError, RecursionErr
 
 _NAME_KEYS = ("action", "action_type", "name", "function", "tool", "command")
 _ARGS_KEYS = ("arguments", "args", "parameters", "params", "action_inputs", "input")
-_RAW_TEXT_ARGS = frozenset({"content", "text", "answer", "reason", "element_info", "direction"})
+_RAW_TEXT_ARGS = frozenset({"content", "text", "answer", "reason", "question", "element_info", "direction"})
 _TEXT_ARGS = _RAW_TEXT_ARGS | {"keys", "key", "hotkey"}
 _POSITIONAL = {
     "key": ("keys",),
     "type": ("content",),
     "DONE": ("answer",),
     "FAIL": ("reason",),
+    "call_user": ("question",),
     "left_drag": ("start_box", "end_box"),
     "scroll": ("start_box", "direction", "step"),
 }

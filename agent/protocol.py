@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 
 import prompts
-from actions.schema import tool_schemas
+from actions.schema import action_space_text, offered_kinds, tool_schemas
 from agent.config import Settings
 from agent.image import SentImage
 
@@ -53,6 +53,7 @@ class StepRequest:
     memory: list[Any] = field(default_factory=list)
     feedback: str | None = None  # what was wrong with the previous reply, on a retry
     no_thinking: bool = False  # thinking starved the answer last time: switch it off
+    ask_user: bool = False  # call_user is offered: someone can answer
 
 
 class RawReply(BaseModel):
@@ -99,10 +100,10 @@ def estimate_text_tokens(text: str) -> int:
     return int(ascii_chars / CHARS_PER_TOKEN) + (len(text) - ascii_chars) + 1
 
 
-@functools.lru_cache(maxsize=1)
-def _tools_tokens() -> int:
+@functools.lru_cache(maxsize=2)
+def _tools_tokens(ask_user: bool) -> int:
     """What the tool definitions cost (they never change within a process)."""
-    return estimate_text_tokens(json.dumps(tool_schemas()))
+    return estimate_text_tokens(json.dumps(tool_schemas(ask_user)))
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ def build_message(request: StepRequest, settings: Settings, use_tools: bool) -> 
     """The one user message of a step, fitted into the context window."""
     budget = CONTEXT_TOKENS - settings.max_tokens - CONTEXT_MARGIN
     if use_tools:
-        budget -= _tools_tokens()
+        budget -= _tools_tokens(request.ask_user)
     history = list(request.history)
     shots_allowed = settings.history_images
     while True:
@@ -173,9 +174,14 @@ def _compose(
     elif first_kept > omitted_before:
         history_note = f"(steps {omitted_before}-{first_kept - 1} omitted)\n"
     add_text(
-        prompts.render("step_head", task=request.task, platform=platform_name(), width=width, height=height).rstrip(
-            "\n"
-        )
+        prompts.render(
+            "step_head",
+            task=request.task,
+            platform=platform_name(),
+            width=width,
+            height=height,
+            action_space=action_space_text(frozenset(offered_kinds(request.ask_user))),
+        ).rstrip("\n")
     )
     if history_note:
         add_text("\n" + history_note.rstrip("\n"))
@@ -246,6 +252,6 @@ def build_body(request: StepRequest, settings: Settings, use_tools: bool) -> tup
     }
     body.update(thinking_params(settings))
     if use_tools:
-        body["tools"] = tool_schemas()
+        body["tools"] = tool_schemas(request.ask_user)
         body["tool_choice"] = "auto"  # Z.ai accepts only auto; never "none" with tools
     return body, message

@@ -10,7 +10,8 @@ A recording is a folder ``recordings/<timestamp>-<slug>/`` holding:
   writer thread, after the step's screenshot. A run killed at any point (SIGKILL included)
   leaves every step written so far readable; the steps still in the writer's queue (at most
   ``QUEUE_STEPS``, the last ones) are lost.
-* ``screens/step-NNNN.png``: the full capture of each step (image space, lossless).
+* ``screens/step-NNNN.png``: the full capture of each step (image space, lossless); a
+  human step (the person took the desktop over) also has ``step-NNNN-after.png``.
 * ``outcome.json`` (``Outcome``): how the run ended. Missing after a crash or a kill: the
   recording then loads with outcome ``incomplete``.
 
@@ -34,7 +35,12 @@ A ``Step`` holds, in this order of the loop:
 * ``timings`` (capture / prepare / record_wait / model / execute / settle, seconds; ``frame``:
   captured for the step or the settle's quiet frame; ``ahead``), ``prompt_tokens``,
   ``completion_tokens``, ``cost_usd`` (summed over the attempts, from the header's price
-  table) and ``error`` (why the step produced no action, or what stopped it).
+  table) and ``error`` (why the step produced no action, or what stopped it);
+* the person's part: ``decision``/``note`` (the approval prompt, the window scope, or
+  ``takeover``: a human step, with no reply and ``screenshot_after``), ``proposed_action``
+  (the model's own action when the person edited it) and ``user_answer`` (to call_user).
+
+Fields added later have defaults, so older recordings load unchanged.
 
 ``load`` reads a recording back. Every problem is a ``UsageError`` (exit 2) naming the file
 and, for ``steps.jsonl``, the line: a missing file, a header or outcome that is not a UTF-8
@@ -151,14 +157,18 @@ class Step(BaseModel):
     completion_tokens: int = 0
     cost_usd: float = 0.0
     error: str | None = None
-    decision: Literal["skip", "edit", "quit", "refused"] | None = Field(
+    decision: Literal["skip", "edit", "quit", "refused", "takeover"] | None = Field(
         None,
-        description="what the user decided at the approval prompt, or refused: outside the --window scope "
-        "(None: approved, or not asked)",
+        description="what the user decided at the approval prompt, or refused: outside the --window scope, "
+        "or takeover: a human step, the person had the desktop (None: approved, or not asked)",
     )
     note: str = Field("", description='the same in words, e.g. "skipped by the user"')
     proposed_action: dict[str, Any] | None = Field(
         None, description="the model's own action when the user edited it at the approval prompt"
+    )
+    user_answer: str | None = Field(None, description="the person's answer to call_user (None: not asked, or none)")
+    screenshot_after: str | None = Field(
+        None, description="a human step: the screen when the person handed back (screenshot: when they took over)"
     )
 
 
@@ -207,9 +217,14 @@ class Recording(BaseModel):
     steps: list[Step]
     outcome: Outcome
 
-    def screenshot_path(self, step: Step) -> Path:
-        """The step's screenshot file; a path that leads outside the recording is refused."""
-        return _inside(self.path, step)
+    def screenshot_path(self, step: Step, after: bool = False) -> Path:
+        """The step's screenshot file (``after``: a human step's second one); a path that
+        leads outside the recording is refused."""
+        return _inside(self.path, step, after)
+
+    def screenshot_paths(self, step: Step) -> list[Path]:
+        """Every screenshot of the step, in the order they were taken."""
+        return [self.screenshot_path(step)] + ([self.screenshot_path(step, True)] if step.screenshot_after else [])
 
     def screenshot(self, step: Step) -> Image.Image:
         with open_image(self.screenshot_path(step), f"screenshot of step {step.step}") as img:
@@ -327,12 +342,13 @@ class JsonlRecorder:
         self._queued: set[int] = set()  # steps holding a place in the queue until their line is written
         self._writer: threading.Thread | None = None
 
-    def save_screenshot(self, step: int, image: Image.Image | Callable[[], Image.Image]) -> str:
+    def save_screenshot(self, step: int, image: Image.Image | Callable[[], Image.Image], suffix: str = "") -> str:
         """Queue the lossless screenshot of ``step`` (an image, or a function that makes it:
         called in the writer thread) and return its path in the recording. Waits while
-        ``QUEUE_STEPS`` steps are queued; raises the failure of an earlier write."""
+        ``QUEUE_STEPS`` steps are queued; raises the failure of an earlier write. ``suffix``
+        names a step's second screenshot (``after``: ``step-NNNN-after.png``)."""
         self._raise_failure()
-        relative = f"screens/step-{step:04d}.png"
+        relative = f"screens/step-{step:04d}{'-' + suffix if suffix else ''}.png"
         self._hold(step)
         self._put(("png", step, relative, image))
         return relative
@@ -519,16 +535,17 @@ def load(path: str | os.PathLike[str], check_screens: bool = True) -> Recording:
         )
     recording = Recording(path=root, header=header, steps=steps, outcome=outcome)
     for step in steps:
-        screenshot = recording.screenshot_path(step)
-        if check_screens:
-            with open_image(screenshot, f"screenshot of step {step.step}") as img:
-                img.verify()  # reads every chunk and checks its CRC, without decompressing
+        for screenshot in recording.screenshot_paths(step):
+            if check_screens:
+                with open_image(screenshot, f"screenshot of step {step.step}") as img:
+                    img.verify()  # reads every chunk and checks its CRC, without decompressing
     return recording
 
 
-def _inside(root: Path, step: Step) -> Path:
-    """``root / step.screenshot``, refused unless it stays inside ``root`` (symlinks resolved)."""
-    relative = step.screenshot
+def _inside(root: Path, step: Step, after: bool = False) -> Path:
+    """``root / step.screenshot`` (``after``: ``step.screenshot_after``), refused unless it
+    stays inside ``root`` (symlinks resolved)."""
+    relative = (step.screenshot_after or "") if after else step.screenshot
     path = root / relative
     refused = "\x00" in relative or Path(relative).is_absolute() or ".." in Path(relative).parts
     if not refused:

@@ -131,3 +131,25 @@ def test_the_step_line_shows_the_timings_the_recording_holds():
     assert line.endswith("1.50s  [see 0+12ms settled, act 31ms, settle 110ms]") and len(line) < 100
     step.timings = Timings(capture_s=0.004, prepare_s=0.02, record_wait_s=0.25, model_s=0.5)
     assert step_line(step).endswith("[see 4+20ms, queue 250ms]")
+
+
+def test_after_the_person_took_the_desktop_over_the_next_screenshot_is_captured_afresh(tmp_path):
+    from tests.test_takeover import ScriptedTakeover
+
+    screen, settle = CountingScreen(), FrameSettle()
+    planner = ScriptedPlanner(["<|begin_of_box|>left_click(start_box='[500,500]')<|end_of_box|>", "DONE()"])
+    takeover = ScriptedTakeover({1}, planner)  # between the click and the next agent step
+    result = run_episode(
+        "t",
+        screen=screen,
+        planner=planner,
+        executor=DryRunExecutor(),
+        settings=SETTINGS,
+        limits=Limits(max_steps=2),
+        settle=settle,
+        takeover=takeover,
+    )
+    assert takeover.holds == 1 and settle.calls == 1
+    assert [s.decision for s in result.steps] == [None, "takeover", None]
+    assert result.steps[2].timings.frame == "capture"  # not the frame settled before the person acted
+    assert _colour(planner.calls[1]) == (255, 255, 255)
