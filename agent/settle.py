@@ -140,9 +140,9 @@ class AdaptiveSettle:
         while True:
             now = self._clock()
             if now - quiet_since >= cfg.quiet_s:
-                if ahead is not None and latest is not None and latest is not ahead:
-                    self.ahead_used = _same_pixels(ahead, latest)
-                    if self.ahead_used:
+                if ahead is not None and latest is not None:
+                    self.ahead_used = latest is ahead or _same_pixels(ahead, latest)
+                    if self.ahead_used and latest is not ahead:
                         latest.adopt(ahead)
                 self._frame = latest
                 return now - started
