@@ -134,6 +134,8 @@ class Type(_Action):
 
     kind: Literal["type"] = "type"
     content: Annotated[str, Field(description="The exact text to type.")]
+    start_box: ModelBox | None = None
+    """Where to click first, then type (the mobile ``input_text`` shape carries a box); None: the focused element."""
 
 
 class Scroll(_Action):
