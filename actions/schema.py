@@ -19,7 +19,16 @@ import json
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    WithJsonSchema,
+    model_serializer,
+)
 
 from agent.errors import CoordinateOutOfRange, InvalidArguments, UnknownAction
 
@@ -136,6 +145,14 @@ class Type(_Action):
     content: Annotated[str, Field(description="The exact text to type.")]
     start_box: ModelBox | None = None
     """Where to click first, then type (the mobile ``input_text`` shape carries a box); None: the focused element."""
+
+    @model_serializer(mode="wrap")
+    def _without_unset_box(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A type action without a box dumps exactly as before the box existed (recordings compare equal)."""
+        data = handler(self)
+        if data.get("start_box") is None:
+            data.pop("start_box", None)
+        return data
 
 
 class Scroll(_Action):
