@@ -139,7 +139,7 @@ def _text_of(value: Any) -> Any:
             if isinstance(part, str):
                 texts.append(part)
             elif isinstance(part, dict):
-                if isinstance(part.get("text"), str) and part.get("type", "text") == "text":
+                if isinstance(part.get("text"), str) and part.get("type", "text") in ("text", "output_text"):
                     texts.append(part["text"])
             else:
                 raise ValueError("should hold parts that are objects or strings")
