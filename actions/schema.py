@@ -19,7 +19,16 @@ import json
 import re
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    WithJsonSchema,
+    model_serializer,
+)
 
 from agent.errors import CoordinateOutOfRange, InvalidArguments, UnknownAction
 from agent.geometry import check_model
@@ -140,6 +149,16 @@ class Type(_Action):
     kind: Literal["type"] = "type"
     prompt_hint: ClassVar[str] = "types into the focused element; click the field first, it does not clear it"
     content: Annotated[str, Field(description="The exact text to type.")]
+    start_box: ModelBox | None = None
+    """Where to click first, then type (the mobile ``input_text`` shape carries a box); None: the focused element."""
+
+    @model_serializer(mode="wrap")
+    def _without_unset_box(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A type action without a box dumps exactly as before the box existed (recordings compare equal)."""
+        data = handler(self)
+        if data.get("start_box") is None:
+            data.pop("start_box", None)
+        return data
 
 
 class Scroll(_Action):

@@ -23,6 +23,8 @@ Two families, kept apart on purpose:
           +-- DisplayError               exit 2: no display / Wayland / bad monitor
           +-- EndpointError              exit 3: the model endpoint failed
           |    +-- AuthRejected          exit 3: 401/403 from the provider
+          |    +-- MalformedCompletion   exit 3: a 200 whose JSON is not a chat completion
+          +-- TimeBudgetExceeded         exit 1: the run's deadline (--max-time) came first
           +-- Interrupted                exit 130: kill hotkey or Ctrl-C
 """
 
@@ -106,6 +108,19 @@ class EndpointError(DeskpilotError):
 
 class AuthRejected(EndpointError):
     """The provider rejected the API key (HTTP 401 or 403)."""
+
+
+class MalformedCompletion(EndpointError):
+    """The endpoint answered 200, but its JSON is not a chat completion of the expected shape
+    (no choices, a message that is not an object, content of an unknown type...). The planner
+    retries it like a 5xx; after the retries it ends the run as an EndpointError."""
+
+
+class TimeBudgetExceeded(DeskpilotError):
+    """The run's deadline (``--max-time``) was reached while waiting for the model: no request,
+    retry or backoff goes past it. The run ends not done (outcome ``max_time``), exit 1."""
+
+    exit_code = EXIT_NOT_DONE
 
 
 class Interrupted(DeskpilotError):

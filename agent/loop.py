@@ -35,7 +35,7 @@ from actions.executor import Executor, PointScreen
 from actions.schema import TERMINAL_KINDS, Action, CallUser, Done, Fail, action_to_call
 from agent.capture import Screen, Screenshot
 from agent.config import Settings
-from agent.errors import DeskpilotError, Interrupted, ModelError
+from agent.errors import DeskpilotError, Interrupted, ModelError, TimeBudgetExceeded
 from agent.grounding import Grounded, ask, feedback_for, ground_action
 from agent.image import SentImage
 from agent.planner import Planner, PlannerResult
@@ -133,6 +133,12 @@ class Run:
             cost_usd=self.totals.cost_usd,
         )
 
+    def deadline(self) -> float | None:
+        """When the time budget runs out (time.monotonic()), the person's own time not counted."""
+        if self.limits.max_time_s is None:
+            return None
+        return self.started + self.limits.max_time_s + self.person_s
+
     def budget_exceeded(self) -> tuple[OutcomeStatus, str] | None:
         limits = self.limits
         if limits.max_time_s is not None and time.monotonic() - self.started - self.person_s >= limits.max_time_s:
@@ -205,6 +211,8 @@ def run_episode(
         )
         outcome = run.finish("interrupted", message)
         raise Interrupted(message) from None
+    except TimeBudgetExceeded:  # the deadline came during a model request
+        outcome = run.finish("max_time", f"the time budget ({run.limits.max_time_s:g} s) ran out")
     except DeskpilotError as exc:
         outcome = run.finish("error", str(exc))
         raise
@@ -301,7 +309,15 @@ def _decide(run: Run, step: Step, sent: SentImage) -> Grounded | None:
 
     def request(feedback: str | None, no_thinking: bool) -> StepRequest:
         return StepRequest(
-            run.task, step.step, sent, history, memory, feedback, no_thinking, ask_user=run.hooks.ask_user is not None
+            run.task,
+            step.step,
+            sent,
+            history,
+            memory,
+            feedback,
+            no_thinking,
+            ask_user=run.hooks.ask_user is not None,
+            deadline=run.deadline(),
         )
 
     def on_reply(result: PlannerResult, error: ModelError | None) -> None:
