@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future
 from pathlib import Path
@@ -39,8 +38,8 @@ class Screenshot:
     """One capture of one monitor: the full-resolution image and where it sits.
 
     Built from a Pillow ``image``, or from mss's ``pixels`` (then ``image`` is converted on
-    first use, in whichever thread asks first: the recorder's, usually). ``grabbed_at`` is
-    the ``time.monotonic()`` of the capture. Thread-safe."""
+    first use, once: the model's image, the history shot and the recorder's PNG share it; a
+    settle probe that proves nothing is never converted). Thread-safe."""
 
     def __init__(self, image: Image.Image | None, monitor: MonitorGeometry, pixels: Bgrx | None = None) -> None:
         if image is None and pixels is None:
@@ -48,7 +47,6 @@ class Screenshot:
         self._image = image
         self.monitor = monitor
         self.pixels = pixels
-        self.grabbed_at = time.monotonic()
         self._lock = threading.Lock()
         self._prepared: dict[tuple[int, str, bool], Future[SentImage]] = {}
 

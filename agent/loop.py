@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from actions.executor import Executor, PointScreen
 from actions.schema import TERMINAL_KINDS, Action, CallUser, Done, Fail, action_to_call
@@ -275,7 +275,7 @@ def _perceive(run: Run, number: int) -> tuple[Step, _Perceived]:
     settled, run.settled = run.settled, None
     # Only right after the step that acted: a human step in between (takeover) means a new capture.
     shot = settled[1] if settled is not None and run.steps and run.steps[-1].step == settled[0] else None
-    frame = "capture" if shot is None else "settle"
+    frame: Literal["capture", "settle"] = "capture" if shot is None else "settle"
     if shot is None:
         shot = run.screen.capture()
     t1 = time.monotonic()
