@@ -14,8 +14,8 @@ pixel area at 1920x1080: a blinking text cursor (2x18 pixels) does not keep the 
 "changing", a tooltip, a menu or a new window does; a small spinner may not. Each probe
 is compared with the frame that opened the quiet window, so a slow creep of small
 changes still adds up. A thumbnail samples one pixel of each block of the screen, about
-480 of them across (``agent.capture.thumbnail``), so a probe costs the grab plus about half
-a millisecond whatever the screen's size.
+480 of them across (``agent.capture.thumbnail``), so a probe costs the grab plus about a
+millisecond whatever the screen's size.
 
 The frame that proved the screen quiet is kept (``take_frame()``): the loop sends it as the
 next step's screenshot instead of capturing again. It is the last probe's capture, taken
