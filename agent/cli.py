@@ -55,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     console = Console()
     try:
-        return int(args.func(args, console))
+        with console.logging():  # the API's notices (window chosen, how to stop, dry-run actions)
+            return int(args.func(args, console))
     except DeskpilotError as exc:
         label = "stopped" if exc.exit_code == EXIT_INTERRUPTED else "error"
         console.say(f"deskpilot: {label}: {exc}", err=True)

@@ -22,6 +22,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from PIL import Image
 
 from actions.executor import Executor, PointScreen
 from actions.schema import TERMINAL_KINDS, Action, action_to_call
@@ -33,7 +37,7 @@ from agent.image import SentImage, prepare_for_model
 from agent.planner import Planner, PlannerResult
 from agent.protocol import HistoryEntry, StepRequest
 from agent.safety import Decision
-from agent.trajectory import Attempt, JsonlRecorder, Outcome, SentInfo, Step
+from agent.trajectory import Attempt, Outcome, SentInfo, Step
 
 Approve = Callable[[Action, list[PointScreen]], Decision]
 Refuse = Callable[[Action, list[PointScreen]], "str | None"]
@@ -51,8 +55,23 @@ class Limits:
 
 @dataclass
 class EpisodeResult:
+    """How a run ended, its steps, and the folder it was recorded in (None: not recorded)."""
+
     outcome: Outcome
     steps: list[Step] = field(default_factory=list)
+    recording: Path | None = None
+
+
+class Recorder(Protocol):
+    """Where a run's steps go (``agent.trajectory.JsonlRecorder``, or a part of a longer recording)."""
+
+    def save_screenshot(self, step: int, image: Image.Image) -> str:
+        """Keep the step's capture; returns its path relative to the recording."""
+        ...
+
+    def write_step(self, step: Step) -> None: ...
+
+    def finish(self, outcome: Outcome) -> None: ...
 
 
 @dataclass
@@ -83,7 +102,7 @@ class Run:
     executor: Executor
     settings: Settings
     limits: Limits
-    recorder: JsonlRecorder | None
+    recorder: Recorder | None
     hooks: Hooks
     started: float = field(default_factory=time.monotonic)
     history: list[HistoryEntry] = field(default_factory=list)
@@ -124,7 +143,7 @@ def run_episode(
     executor: Executor,
     settings: Settings,
     limits: Limits | None = None,
-    recorder: JsonlRecorder | None = None,
+    recorder: Recorder | None = None,
     on_step: Callable[[Step], None] | None = None,
     settle: Callable[[], float] | None = None,
     stop_event: threading.Event | None = None,
@@ -132,7 +151,8 @@ def run_episode(
     refuse: Refuse | None = None,
 ) -> EpisodeResult:
     """Run one task to its end. Returns the outcome; raises DeskpilotError for our errors
-    (after recording the outcome) and Interrupted for Ctrl-C / the kill switch.
+    (after recording the outcome) and Interrupted for Ctrl-C / the kill switch; either
+    exception carries the run so far as its ``result`` (an EpisodeResult).
 
     ``approve`` is asked before each action runs (see agent.safety.Approver), after
     ``refuse`` (a window scope) had its say. Secret values are kept out of the recording
@@ -167,9 +187,12 @@ def run_episode(
             else ("interrupted by Ctrl-C" if isinstance(exc, KeyboardInterrupt) else str(exc))
         )
         outcome = run.finish("interrupted", message)
-        raise Interrupted(message) from None
+        stopped = Interrupted(message)
+        stopped.result = EpisodeResult(outcome, run.steps)
+        raise stopped from None
     except DeskpilotError as exc:
         outcome = run.finish("error", str(exc))
+        exc.result = EpisodeResult(outcome, run.steps)
         raise
     finally:
         run.background.shutdown(wait=False)
