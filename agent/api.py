@@ -340,8 +340,12 @@ class Agent:
         """The task's {{secret:NAME}} values (UsageError when one is not set), and the API key."""
         return Secrets.from_task(task, extra=self._key)
 
-    def recorder(self, task: str, secrets: Secrets | None = None, mode: str | None = None) -> JsonlRecorder | None:
-        """A new recording for ``task`` under ``options.recordings`` (None when recording is off)."""
+    def recorder(
+        self, task: str, scrub: Callable[[str], str] | None = None, mode: str | None = None
+    ) -> JsonlRecorder | None:
+        """A new recording for ``task`` under ``options.recordings`` (None when recording is off).
+
+        ``scrub``: what keeps secrets out of it (default: the task's secrets and the key)."""
         if self.options.recordings is None:
             return None
         public = {**self.settings.public(), "model_retries": self.options.limits().model_retries}
@@ -350,7 +354,7 @@ class Agent:
             task,
             public,
             mode=mode or ("dry-run" if self.dry_run else "run"),
-            scrub=(secrets or self.secrets(task)).scrub,
+            scrub=scrub or self.secrets(task).scrub,
             window=self.scope.describe() if self.scope else None,
         )
 
@@ -377,7 +381,7 @@ class Agent:
         secrets = self.secrets(task)
         executor = self.executor if self.dry_run else SecretTypingExecutor(self.executor, secrets)
         if recorder is None:
-            recorder = self.recorder(task, secrets)
+            recorder = self.recorder(task, secrets.scrub)
         path = getattr(recorder, "path", None)
         gate = approval_gate(approve, self.options.confirm, self.options.always_confirm, secrets.scrub)
         checks = [check for check in (refuse, self.refuse) if check is not None]

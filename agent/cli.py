@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from agent import __version__
-from agent.commands import bench, replay, run, view
+from agent.commands import bench, mcp, replay, run, view
 from agent.commands.common import Console, Parser
 from agent.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, DeskpilotError
 
@@ -29,6 +29,10 @@ COMMANDS: tuple[tuple[str, str, str, Callable[[argparse.ArgumentParser], None], 
     ("bench", "measure perception, settle, tokens, replay and step overhead",
      "Measure what everything around the model costs, each figure beside a baseline measured in the same run.",
      bench.add_arguments, bench.cmd_bench),
+    ("mcp", "serve the desktop to other agents as an MCP server (stdio)",
+     "Serve this desktop over the Model Context Protocol (stdio): screenshot, locate, click, double_click, "
+     "right_click, drag, scroll, type_text, press_keys and run_task, through the same gates as a run; every call "
+     "is recorded into one recording per session.", mcp.add_arguments, mcp.cmd_mcp),
 )  # fmt: skip
 
 

@@ -160,8 +160,8 @@ def _signals_interrupt() -> Iterator[None]:
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
-    """The API's Options from the parsed flags (every Options field is a flag of the same name)."""
-    return Options.make(**{name: getattr(args, name) for name in Options.model_fields})
+    """The API's Options from the parsed flags (an Options field is the flag of the same name)."""
+    return Options.make(**{name: getattr(args, name) for name in Options.model_fields if hasattr(args, name)})
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -169,7 +169,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     with Agent(options_from_args(args)) as agent:
         secrets = agent.secrets(args.task)
         console.scrub = secrets.scrub
-        recorder = agent.recorder(args.task, secrets)
+        recorder = agent.recorder(args.task, secrets.scrub)
         path = recorder.path if recorder is not None else None
         settings, scope = agent.settings, agent.scope
         console.say(
