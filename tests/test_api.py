@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import typing
@@ -234,3 +235,34 @@ def test_run_json_ends_with_the_outcome_even_after_an_endpoint_error(tmp_path):
     assert step["event"] == "step" and "HTTP 404" in step["error"]
     assert outcome["event"] == "outcome" and outcome["status"] == "error" and outcome["exit_code"] == EXIT_ENDPOINT
     assert "HTTP 404" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- deskpilot replay --json -------------------------------------------------------------------
+
+EXAMPLE = Path(__file__).parent.parent / "recordings" / "examples" / "form-dry-run-text"
+
+
+def test_replay_json_writes_each_difference_and_the_result(tmp_path):
+    copy = tmp_path / "rec"
+    shutil.copytree(EXAMPLE, copy)
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "replay", str(copy), "--json"],
+        capture_output=True, text=True, env=cli_env(), timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0 and "all 4 steps match" in proc.stderr, proc.stderr
+    (result,) = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert result == {"event": "result", "mode": "check", "recording": str(copy), "steps": 4, "differing_steps": [],
+                      "performed": 0, "healed": [], "exit_code": 0}  # fmt: skip
+    lines = (copy / "steps.jsonl").read_text().splitlines()
+    step = json.loads(lines[0])
+    step["attempts"][-1]["raw"]["content"] = step["attempts"][-1]["raw"]["content"].replace("left_click", "right_click")
+    lines[0] = json.dumps(step)
+    (copy / "steps.jsonl").write_text("\n".join(lines) + "\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "replay", str(copy), "--json", "--mode", "simulate"],
+        capture_output=True, text=True, env=cli_env(), timeout=60,
+    )  # fmt: skip
+    *differences, result = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert proc.returncode == 1 and result["exit_code"] == 1 and result["differing_steps"] == [1]
+    assert differences[0]["event"] == "difference" and differences[0]["step"] == 1
+    assert "right_click" in differences[0]["what"] and "DIFFERS step 1" in proc.stderr

@@ -236,3 +236,17 @@ def test_live_clicks_and_typing_reach_a_real_window_through_mcp(tmp_path):
     assert [e["text"] for e in events if e["event"] == "entry"][-1] == "via MCP ✓"
     recording = load(next((tmp_path / "rec").iterdir()))
     assert recording.header.mode == "mcp" and len(recording.steps) == 4 and check(recording) == []
+
+
+def test_replay_simulate_explains_it_does_not_apply_to_an_mcp_session(tmp_path):
+    import subprocess
+
+    with FakeModelServer(DesktopBrain()) as server:
+        args = mcp_args(server, tmp_path, "--dry-run", "--screens", str(SCREENS))
+        anyio.run(session, args, [("click", {"x": 10, "y": 10})])
+    folder = next(tmp_path.iterdir())
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "replay", str(folder), "--mode", "simulate"],
+        capture_output=True, text=True, env=cli_env(), timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "use --mode check or --mode execute" in proc.stderr
