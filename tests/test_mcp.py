@@ -250,3 +250,65 @@ def test_replay_simulate_explains_it_does_not_apply_to_an_mcp_session(tmp_path):
         capture_output=True, text=True, env=cli_env(), timeout=60,
     )  # fmt: skip
     assert proc.returncode == 2 and "use --mode check or --mode execute" in proc.stderr
+
+
+@pytest.mark.live
+@pytest.mark.skipif(not have_xvfb(), reason="needs Xvfb and openbox")
+def test_the_kill_hotkey_stops_an_api_task_in_a_thread_and_refuses_mcp_calls_after_it(tmp_path):
+    import subprocess
+    import threading
+    import time
+
+    from agent import Agent
+    from agent.errors import Interrupted
+
+    def press_kill_hotkey() -> None:
+        subprocess.run(["xdotool", "key", "--delay", "60", "Escape", "Escape", "Escape"], check=True)
+
+    def slow_wait(body: dict) -> str:
+        time.sleep(0.2)
+        return "WAIT()"
+
+    with xvfb_display(1280, 800), FakeModelServer(slow_wait) as server:
+        # the API, in a worker thread: the task stops, the main thread is not interrupted
+        caught: list[BaseException] = []
+        with Agent(provider="vllm", base_url=server.base_url, dry_run=True, recordings=tmp_path / "api") as agent:
+            worker = threading.Thread(target=lambda: _catch(caught, agent.run, "wait for ever"))
+            worker.start()
+            while len(server.requests) < 2:
+                time.sleep(0.05)
+            press_kill_hotkey()
+            worker.join(30)
+            assert not worker.is_alive() and len(caught) == 1 and isinstance(caught[0], Interrupted)
+            assert caught[0].result.outcome.status == "interrupted"  # type: ignore[attr-defined]
+            with pytest.raises(Interrupted):  # the Agent stays stopped
+                agent.run("again")
+
+        # MCP: after the hotkey every acting call is refused, and the session says it was stopped
+        async def calls_around_the_hotkey() -> list[Any]:
+            params = StdioServerParameters(
+                command=sys.executable,
+                args=mcp_args(server, tmp_path / "mcp", "--dry-run"),
+                env=cli_env(DISPLAY=os.environ["DISPLAY"]),
+            )
+            with open(os.devnull, "w") as quiet:
+                async with stdio_client(params, errlog=quiet) as (read, write):
+                    async with ClientSession(read, write) as client:
+                        await client.initialize()
+                        before = await client.call_tool("press_keys", {"keys": "a"})
+                        await anyio.to_thread.run_sync(press_kill_hotkey)
+                        await anyio.sleep(0.5)
+                        after = await client.call_tool("click", {"x": 10, "y": 10})
+                        return [before, after]
+
+        before, after = anyio.run(calls_around_the_hotkey)
+    assert not field(before, "is_error") and field(after, "is_error")
+    assert "stopped by the kill hotkey" in text(after)
+    assert load(next((tmp_path / "mcp").iterdir())).outcome.status == "interrupted"
+
+
+def _catch(caught: list[BaseException], function: Any, *args: Any) -> None:
+    try:
+        function(*args)
+    except BaseException as exc:  # noqa: B036 - the test inspects whatever stopped the task
+        caught.append(exc)
