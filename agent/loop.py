@@ -28,7 +28,7 @@ from typing import Protocol
 from PIL import Image
 
 from actions.executor import Executor, PointScreen
-from actions.schema import TERMINAL_KINDS, Action, action_to_call
+from actions.schema import TERMINAL_KINDS, Action, Done, Fail, action_to_call
 from agent.capture import Screen
 from agent.config import Settings
 from agent.errors import DeskpilotError, Interrupted, ModelError
@@ -37,7 +37,7 @@ from agent.image import SentImage, prepare_for_model
 from agent.planner import Planner, PlannerResult
 from agent.protocol import HistoryEntry, StepRequest
 from agent.safety import Decision
-from agent.trajectory import Attempt, Outcome, SentInfo, Step
+from agent.trajectory import Attempt, Outcome, OutcomeStatus, SentInfo, Step
 
 Approve = Callable[[Action, list[PointScreen]], Decision]
 Refuse = Callable[[Action, list[PointScreen]], "str | None"]
@@ -113,7 +113,7 @@ class Run:
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="deskpilot-history")
     )
 
-    def finish(self, status: str, message: str = "", answer: str | None = None) -> Outcome:
+    def finish(self, status: OutcomeStatus, message: str = "", answer: str | None = None) -> Outcome:
         return Outcome(
             status=status,
             message=message,
@@ -125,7 +125,7 @@ class Run:
             cost_usd=self.totals.cost_usd,
         )
 
-    def budget_exceeded(self) -> tuple[str, str] | None:
+    def budget_exceeded(self) -> tuple[OutcomeStatus, str] | None:
         limits = self.limits
         if limits.max_time_s is not None and time.monotonic() - self.started >= limits.max_time_s:
             return "max_time", f"the time budget ({limits.max_time_s:g} s) ran out"
@@ -171,11 +171,11 @@ def run_episode(
                 outcome = run.finish(*budget_stop)
                 break
             action = _step(run, number)
-            if action is not None and action.kind in TERMINAL_KINDS:
-                if action.kind == "DONE":
-                    outcome = run.finish("done", "the model declared the task done", action.answer)
-                else:
-                    outcome = run.finish("fail", action.reason or "the model declared the task infeasible")
+            if isinstance(action, Done):
+                outcome = run.finish("done", "the model declared the task done", action.answer)
+                break
+            if isinstance(action, Fail):
+                outcome = run.finish("fail", action.reason or "the model declared the task infeasible")
                 break
         else:
             outcome = run.finish("max_steps", f"the step budget ({run.limits.max_steps}) ran out")

@@ -51,7 +51,7 @@ from agent.image import prepare_for_model
 from agent.loop import Limits, Refuse
 from agent.safety import Approver, Secrets, SecretTypingExecutor
 from agent.text import printable
-from agent.trajectory import JsonlRecorder, Outcome, SentInfo, Step
+from agent.trajectory import JsonlRecorder, Outcome, OutcomeStatus, SentInfo, Step
 
 SESSION_TASK = "deskpilot MCP session"
 CLICKS = {"click": "left_click", "double_click": "left_double_click", "right_click": "right_click"}
@@ -150,7 +150,7 @@ class Session:
         self._secret_values: dict[str, str] = {}
         self._secrets = Secrets({}, self._key)
         self.recording = _SessionRecording(agent.recorder(SESSION_TASK, self.scrub, mode="mcp"))
-        self._budget_status: tuple[str, str] | None = None
+        self._budget_status: tuple[OutcomeStatus, str] | None = None
 
     # --- what every call shares ----------------------------------------------------------
 
@@ -437,6 +437,7 @@ class Session:
     def close(self) -> Outcome:
         """Write the session's outcome (the recording then loads as a finished run) and return it."""
         stop = self.agent.stop_event
+        status: OutcomeStatus
         if stop is not None and stop.is_set():
             status, message = "interrupted", "stopped by the kill hotkey"
         elif self._budget_status is not None:
@@ -444,7 +445,7 @@ class Session:
         else:
             status, message = "done", f"the MCP session ended after {self.steps} steps"
         outcome = Outcome(
-            status=status,  # type: ignore[arg-type]
+            status=status,
             message=message,
             steps=self.steps,
             duration_s=round(time.monotonic() - self.started, 3),
@@ -501,7 +502,7 @@ def build_server(session: Session) -> Any:
             raise tool_error(session.clean(str(exc))) from None
 
     @server.tool()
-    async def screenshot():  # type: ignore[no-untyped-def]  # unannotated: content blocks, not structured output
+    async def screenshot():  # unannotated on purpose: content blocks, not structured output
         """The current screen, sized like the image the model sees, and how its pixels map to screen pixels."""
         data, fmt, text = await call(session.screenshot)
         return [image_class(data=data, format=fmt), text]
@@ -509,7 +510,8 @@ def build_server(session: Session) -> Any:
     @server.tool()
     async def locate(description: Annotated[str, Field(description="the element in words")]) -> dict[str, Any]:
         """Find an element with GLM-4.5V: its box and centre in screen pixels, and its box in thousandths."""
-        return await call(session.locate, description)  # type: ignore[no-any-return]
+        located: dict[str, Any] = await call(session.locate, description)
+        return located
 
     @server.tool()
     async def click(description: Description = None, x: X = None, y: Y = None) -> str:

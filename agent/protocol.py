@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 
 import prompts
-from actions.schema import tool_schemas
+from actions.schema import action_space_text, tool_schemas
 from agent.config import Settings
 from agent.image import SentImage
 
@@ -173,9 +173,14 @@ def _compose(
     elif first_kept > omitted_before:
         history_note = f"(steps {omitted_before}-{first_kept - 1} omitted)\n"
     add_text(
-        prompts.render("step_head", task=request.task, platform=platform_name(), width=width, height=height).rstrip(
-            "\n"
-        )
+        prompts.render(
+            "step_head",
+            task=request.task,
+            platform=platform_name(),
+            width=width,
+            height=height,
+            action_space=action_space_text(),
+        ).rstrip("\n")
     )
     if history_note:
         add_text("\n" + history_note.rstrip("\n"))

@@ -297,7 +297,7 @@ class KillSwitch:
 
     def start(self) -> KillSwitch:
         try:
-            from pynput import keyboard  # type: ignore[import-untyped]
+            from pynput import keyboard
         except Exception as exc:  # pynput raises at import without a display
             raise DisplayError(f"cannot listen for the kill hotkey ({exc}): is DISPLAY set?") from None
         if isinstance(self.parsed, tuple):

@@ -45,7 +45,11 @@ class TargetApp:
     """
 
     def __init__(
-        self, events_file: str | Path | None = None, geometry: str | None = None, timeout: float = 15.0
+        self,
+        events_file: str | Path | None = None,
+        geometry: str | None = None,
+        timeout: float = 15.0,
+        title: str | None = None,
     ) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="deskpilot-target-")
         self.events_file = Path(events_file or Path(self._dir.name) / "events.jsonl")
@@ -53,6 +57,8 @@ class TargetApp:
         command = [sys.executable, str(TARGET_APP), str(self.events_file)]
         if geometry:
             command += ["--geometry", geometry]
+        if title:
+            command += ["--title", title]
         self._stderr = open(Path(self._dir.name) / "stderr.txt", "w+")
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self._stderr)
         try:

@@ -73,7 +73,7 @@ def cmd_replay(args: argparse.Namespace, console: Console) -> int:
         f"deskpilot replay ({args.mode}): {recording.path}: {recording.header.task!r}, "
         f"{len(recording.steps)} steps, {n_replies} replies, recorded outcome {recording.outcome.status}"
     )
-    performed, healed = 0, []
+    performed, healed = 0, list[int]()
     if args.mode == "check":
         found = check(recording)
     elif args.mode == "simulate":
@@ -115,7 +115,7 @@ def _execute(
     from contextlib import ExitStack
 
     from actions.pyautogui_executor import PyAutoGuiExecutor
-    from agent.capture import MssScreen
+    from agent.capture import MssScreen, Screen
     from agent.planner import GLMPlanner
     from agent.safety import KillSwitch, Secrets, SecretTypingExecutor
 
@@ -126,6 +126,7 @@ def _execute(
     approve = Approver(args.confirm, args.always_confirm, stdout=prompt_to, scrub=secrets.scrub)
     with ExitStack() as stack:
         scope = refuse = None
+        screen: Screen
         if recording.header.window:
             from agent.window import WindowScope
 

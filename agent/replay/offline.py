@@ -119,7 +119,7 @@ def recorded_actions(recording: Recording) -> list[Performed]:
                 Performed(
                     step.step,
                     action["kind"],
-                    tuple(tuple(t.point_screen) for t in step.targets),
+                    tuple(t.point_screen for t in step.targets),
                     action.get("content") or action.get("keys"),
                 )
             )
@@ -187,7 +187,8 @@ def simulate(recording: Recording) -> list[Difference]:
             a = expected[i] if i < len(expected) else None
             b = performed[i] if i < len(performed) else None
             if a != b:
-                found.append(Difference((a or b).step, f"performed {b or 'nothing'}, recorded {a or 'nothing'}"))
+                at = (a.step if a is not None else None) or (b.step if b is not None else None) or steps[-1].step
+                found.append(Difference(at, f"performed {b or 'nothing'}, recorded {a or 'nothing'}"))
                 break
     if planner.replies and not found:
         found.append(Difference(steps[-1].step, f"{len(planner.replies)} recorded replies were never asked for"))
