@@ -19,7 +19,16 @@ import json
 import re
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    WithJsonSchema,
+    model_serializer,
+)
 
 from agent.errors import CoordinateOutOfRange, InvalidArguments, UnknownAction
 from agent.geometry import check_model
@@ -140,6 +149,16 @@ class Type(_Action):
     kind: Literal["type"] = "type"
     prompt_hint: ClassVar[str] = "types into the focused element; click the field first, it does not clear it"
     content: Annotated[str, Field(description="The exact text to type.")]
+    start_box: ModelBox | None = None
+    """Where to click first, then type (the mobile ``input_text`` shape carries a box); None: the focused element."""
+
+    @model_serializer(mode="wrap")
+    def _without_unset_box(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A type action without a box dumps exactly as before the box existed (recordings compare equal)."""
+        data = handler(self)
+        if data.get("start_box") is None:
+            data.pop("start_box", None)
+        return data
 
 
 class Scroll(_Action):
@@ -178,6 +197,18 @@ class Fail(_Action):
     reason: Annotated[str | None, Field(description="Why the task is infeasible.")] = None
 
 
+class CallUser(_Action):
+    """Ask the person at the computer a question (information only they have, or a choice that is
+    theirs to make); their answer comes with the next step. Offered only when someone can answer."""
+
+    kind: Literal["call_user"] = "call_user"
+    prompt_hint: ClassVar[str] = (
+        "ask the person at this computer what only they can tell (a password, a choice that is theirs); "
+        "their answer comes with the next step"
+    )
+    question: Annotated[str, Field(min_length=1, description="The question, in one or two sentences.")]
+
+
 Action = Annotated[
     Union[
         LeftClick,
@@ -192,6 +223,7 @@ Action = Annotated[
         Wait,
         Done,
         Fail,
+        CallUser,
     ],
     Field(discriminator="kind"),
 ]
@@ -211,10 +243,12 @@ ACTION_TYPES: dict[str, type[_Action]] = {
         Wait,
         Done,
         Fail,
+        CallUser,
     )
 }
 POINTING_KINDS = frozenset(k for k, c in ACTION_TYPES.items() if "start_box" in c.model_fields)
 TERMINAL_KINDS = frozenset({"DONE", "FAIL"})
+ASK_KIND = "call_user"  # neither pointing nor terminal: the loop asks the person, nothing is executed
 
 # Names the model is known to use for the same actions, mapped to the trained ones.
 _ALIASES = {
@@ -245,6 +279,7 @@ _ALIASES = {
     "press_key": "key",
     "key_press": "key",
     "write": "type",
+    "ask_user": "call_user",  # GLM's own OSWorld agent names it ASK_USER
 }
 # Argument names seen in the wild, mapped to the trained ones.
 _ARG_ALIASES = {
@@ -294,6 +329,11 @@ def build_action(name: str, arguments: dict[str, Any]) -> Action:
             if isinstance(args.get(other), str):
                 args["reason"] = args.pop(other)
                 break
+    if kind == ASK_KIND and "question" not in args:
+        for other in ("content", "message", "query", "prompt"):
+            if isinstance(args.get(other), str):
+                args["question"] = args.pop(other)
+                break
     args["kind"] = kind
     try:
         return ACTION_ADAPTER.validate_python(args)
@@ -320,16 +360,22 @@ def _model_error_inside(exc: Exception) -> Exception | None:
     return None
 
 
-def tool_schemas() -> list[dict[str, Any]]:
-    """OpenAI-style tool definitions, one per action, generated from the models above."""
-    return copy.deepcopy(_tool_schemas())
+def offered_kinds(ask_user: bool) -> tuple[str, ...]:
+    """The action names offered to the model: every action, call_user only when someone can answer."""
+    return tuple(kind for kind in ACTION_TYPES if ask_user or kind != ASK_KIND)
 
 
-@functools.lru_cache(maxsize=1)
-def _tool_schemas() -> list[dict[str, Any]]:
+def tool_schemas(ask_user: bool = False) -> list[dict[str, Any]]:
+    """OpenAI-style tool definitions, one per offered action, generated from the models above."""
+    return copy.deepcopy(_tool_schemas(ask_user))
+
+
+@functools.lru_cache(maxsize=2)
+def _tool_schemas(ask_user: bool) -> list[dict[str, Any]]:
     # pydantic builds JSON schemas slowly (~9 ms for all actions): once per process
     tools = []
-    for kind, cls in ACTION_TYPES.items():
+    for kind in offered_kinds(ask_user):
+        cls = ACTION_TYPES[kind]
         schema = cls.model_json_schema()
         props = {k: v for k, v in schema.get("properties", {}).items() if k != "kind"}
         for prop in props.values():

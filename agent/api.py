@@ -16,6 +16,7 @@ Agent for one task. The ``run`` command and the MCP server are built on this mod
 
 The same safety as the CLI:
 
+* the takeover hotkey lets the person have the desktop between steps (recorded as a human step);
 * the kill hotkey (Esc three times by default) stops the task at once; the Agent then
   refuses to act again (build a new one to go on). It interrupts a blocking model request
   only when the task runs in the main thread (by SIGINT, as the CLI does); in any other
@@ -54,16 +55,18 @@ from agent.capture import ImageScreen, MssScreen, Screen
 from agent.config import DEFAULT_IMAGE_ENCODING, DEFAULT_IMAGE_TOKENS, Settings
 from agent.display import display_warning
 from agent.errors import DeskpilotError, Interrupted, UsageError
-from agent.loop import Approve, EpisodeResult, Limits, Recorder, Refuse, run_episode
+from agent.loop import Approve, AskUser, EpisodeResult, Limits, Recorder, Refuse, run_episode
 from agent.planner import GLMPlanner
 from agent.safety import (
     DEFAULT_ALWAYS_CONFIRM,
     DEFAULT_KILL_HOTKEY,
+    DEFAULT_TAKEOVER_HOTKEY,
     Approver,
     Decision,
     KillSwitch,
     Secrets,
     SecretTypingExecutor,
+    Takeover,
     describe_hotkey,
     parse_risky_combos,
 )
@@ -122,7 +125,9 @@ class Options(BaseModel):
     recordings: Path | None = Path("recordings")  # None: do not record
     # safety
     kill_hotkey: str = DEFAULT_KILL_HOTKEY
+    takeover_hotkey: str = DEFAULT_TAKEOVER_HOTKEY  # "none": off
     confirm: bool = False
+    no_ask: bool = False  # never offer the model call_user, even with an ``ask`` callback
     always_confirm: str | tuple[str, ...] = ",".join(DEFAULT_ALWAYS_CONFIRM)
 
     @classmethod
@@ -196,7 +201,9 @@ class OptionFields(TypedDict, total=False):
     price_out: float | None
     recordings: str | os.PathLike[str] | None
     kill_hotkey: str
+    takeover_hotkey: str
     confirm: bool
+    no_ask: bool
     always_confirm: str | Sequence[str]
 
 
@@ -258,7 +265,7 @@ class Agent:
     Attributes for code built on it (the CLI, the MCP server): ``options``, ``settings``,
     ``dry_run``, ``screen``, ``planner``, ``executor`` (no secret expansion: see ``run``),
     ``settle`` (None in a dry run), ``scope`` (the WindowScope or None), ``refuse`` (the
-    scope's gate or None), ``stop_event`` (set by the kill hotkey; None without one).
+    scope's gate or None), ``stop_event`` (set by the kill hotkey; None without one), ``takeover``.
     """
 
     def __init__(self, options: Options | None = None, /, **overrides: Unpack[OptionFields]) -> None:
@@ -300,10 +307,14 @@ class Agent:
             scope = self.scope
             self.refuse = lambda action, points: scope.refuse(action.kind, points)
         self.stop_event: threading.Event | None = None
+        self.takeover: Takeover | None = None
         if o.screens is None:
             kill_switch = KillSwitch(o.kill_hotkey, on_fire=self._interrupt).start()
             stack.callback(kill_switch.stop)
             self.stop_event = kill_switch.stop_event
+            if o.takeover_hotkey.strip().lower() != "none":
+                self.takeover = Takeover(o.takeover_hotkey, say=logger.info, stop_event=self.stop_event).start()
+                stack.callback(self.takeover.stop)
         self.executor: Executor
         if self.dry_run:
             self.executor = DryRunExecutor(log=logger.info)
@@ -328,6 +339,11 @@ class Agent:
             logger.info(
                 f"deskpilot: stop with {describe_hotkey(o.kill_hotkey)} (in any window), Ctrl-C in the terminal, "
                 "or throw the mouse into a screen corner"
+            )
+        if self.takeover is not None:
+            hotkey = describe_hotkey(o.takeover_hotkey)
+            logger.info(
+                f"deskpilot: take the desktop over with {hotkey} (in any window), {hotkey} again to hand it back"
             )
 
     def _interrupt(self) -> None:
@@ -364,6 +380,7 @@ class Agent:
         *,
         on_step: Callable[[Step], None] | None = None,
         approve: ApproveCallback | Approver | None = None,
+        ask: AskUser | None = None,
         refuse: Refuse | None = None,
         limits: Limits | None = None,
         recorder: Recorder | None = None,
@@ -371,6 +388,8 @@ class Agent:
         """Perform ``task`` to its end and return how it ended, its steps and its recording.
 
         ``on_step(step)``: after each step is recorded. ``approve``: see ``ApproveCallback``.
+        ``ask(question) -> answer or None``: offers the model call_user (a question to the
+        person; not with ``no_ask``); without it a question ends the task as ``fail``.
         ``refuse(action, points_screen)``: a policy that may refuse an action (return the
         reason, which is recorded and shown to the model), asked before the window scope.
         ``limits``: other budgets than the options'. ``recorder``: where to record (default: a
@@ -404,6 +423,8 @@ class Agent:
                 stop_event=self.stop_event,
                 approve=gate,
                 refuse=refusal if checks else None,
+                ask_user=None if self.options.no_ask else ask,
+                takeover=self.takeover,
             )
         except DeskpilotError as exc:
             if isinstance(exc.result, EpisodeResult):
@@ -431,8 +452,9 @@ def run_task(
     *,
     on_step: Callable[[Step], None] | None = None,
     approve: ApproveCallback | Approver | None = None,
+    ask: AskUser | None = None,
     **options: Unpack[OptionFields],
 ) -> EpisodeResult:
     """Perform one task with a new Agent built from ``options`` (see ``Options``), then close it."""
     with Agent(**options) as agent:
-        return agent.run(task, on_step=on_step, approve=approve)
+        return agent.run(task, on_step=on_step, approve=approve, ask=ask)

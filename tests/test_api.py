@@ -266,3 +266,20 @@ def test_replay_json_writes_each_difference_and_the_result(tmp_path):
     assert proc.returncode == 1 and result["exit_code"] == 1 and result["differing_steps"] == [1]
     assert differences[0]["event"] == "difference" and differences[0]["step"] == 1
     assert "right_click" in differences[0]["what"] and "DIFFERS step 1" in proc.stderr
+
+
+@pytest.mark.parametrize("no_ask", [False, True])
+def test_the_ask_callback_answers_the_models_question_unless_no_ask(tmp_path, no_ask):
+    questions: list[str] = []
+    replies = iter(["call_user(question='Which file?')", "DONE(answer='renamed')"])
+    with FakeModelServer(lambda body: next(replies)) as server:
+        result = run_task(
+            "rename the file",
+            ask=lambda question: questions.append(question) or "report.txt",
+            **fake(server, tmp_path, no_ask=no_ask),
+        )
+    if no_ask:
+        assert questions == [] and result.outcome.status == "fail" and "Which file?" in result.outcome.message
+    else:
+        assert questions == ["Which file?"] and result.outcome.status == "done"
+        assert result.steps[0].user_answer == "report.txt"

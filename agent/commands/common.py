@@ -7,6 +7,7 @@
   key, then passed through ``agent.text.printable`` (control characters made visible), so no
   model-derived text can rewrite the terminal. In JSON mode (``--json``) its lines go to
   stderr and ``emit`` writes one JSON object a line (JSON Lines) to stdout, scrubbed too.
+  ``Console.ask`` puts the model's question to the person at the terminal and reads their answer.
   ``Console.logging()`` shows the ``deskpilot`` logger's lines (the API's notices) through it.
 """
 
@@ -45,9 +46,12 @@ class Console:
     ``json``: JSON mode, where stdout holds only ``emit``'s JSON Lines and every line for a
     person goes to stderr."""
 
-    def __init__(self, scrub: Callable[[str], str] | None = None, out: TextIO | None = None) -> None:
+    def __init__(
+        self, scrub: Callable[[str], str] | None = None, out: TextIO | None = None, inp: TextIO | None = None
+    ) -> None:
         self.scrub = scrub or (lambda text: text)
         self.out = out
+        self.inp = inp
         self.json = False
 
     def say(self, line: str, *, err: bool = False) -> None:
@@ -82,6 +86,14 @@ class Console:
             log.removeHandler(handler)
             log.setLevel(saved[0])
             log.propagate = saved[1]
+
+    def ask(self, question: str) -> str | None:
+        """Show the model's question and read one line of answer (None: end of input)."""
+        self.say(f"deskpilot: the model asks: {question}")
+        prompt_to = sys.stderr if self.json else (self.out or sys.stdout)  # JSON mode: stdout is JSON only
+        print("your answer (Enter sends it, Ctrl-D gives none): ", end="", file=prompt_to, flush=True)
+        line = (self.inp or sys.stdin).readline()
+        return line.rstrip("\r\n") if line else None
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, recorded: bool = False) -> None:

@@ -25,7 +25,7 @@ from agent.argtypes import nonneg_float, nonneg_int, positive_float, positive_in
 from agent.commands.common import Console, add_model_arguments
 from agent.errors import EXIT_DONE, EXIT_INTERRUPTED, EXIT_NOT_DONE, DeskpilotError, Interrupted
 from agent.loop import EpisodeResult
-from agent.safety import DEFAULT_ALWAYS_CONFIRM, DEFAULT_KILL_HOTKEY, Approver
+from agent.safety import DEFAULT_ALWAYS_CONFIRM, DEFAULT_KILL_HOTKEY, DEFAULT_TAKEOVER_HOTKEY, Approver
 from agent.trajectory import Step
 
 STATUS_EXIT = {
@@ -41,8 +41,13 @@ STATUS_EXIT = {
 def add_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("task", help="what to do, in plain words")
     add_session_arguments(run)
-    run.add_argument_group("safety").add_argument(
-        "--confirm", action="store_true", help="ask approve / skip / edit / quit before every action"
+    asking = run.add_argument_group("asking you")
+    asking.add_argument("--confirm", action="store_true", help="ask approve / skip / edit / quit before every action")
+    asking.add_argument(
+        "--no-ask",
+        action="store_true",
+        help="do not offer the model call_user (asking you a question); if it asks anyway the run ends as "
+        "failed, the question its reason. Without a terminal on stdin this is the default",
     )
     run.add_argument(
         "--json",
@@ -121,6 +126,13 @@ def add_session_arguments(run: argparse.ArgumentParser) -> None:
         f"N times within 1.5 s) or a combo like ctrl+alt+q (default: {DEFAULT_KILL_HOTKEY})",
     )
     safety.add_argument(
+        "--takeover-hotkey",
+        default=DEFAULT_TAKEOVER_HOTKEY,
+        metavar="KEYS",
+        help="global hotkey with which you take the desktop over after the current action, and hand it back "
+        f"(press it again); 'none' turns it off (default: {DEFAULT_TAKEOVER_HOTKEY})",
+    )
+    safety.add_argument(
         "--always-confirm",
         default=",".join(DEFAULT_ALWAYS_CONFIRM),
         metavar="COMBOS",
@@ -139,7 +151,7 @@ def step_line(step: Step, scrub: Callable[[str], str] | None = None) -> str:
     retries = f"  [{len(step.attempts) - 1} retries]" if len(step.attempts) > 1 else ""
     tokens = step.prompt_tokens + step.completion_tokens
     usage = f"  {tokens:,} tok" + (f" ${step.cost_usd:.4f}" if step.cost_usd else "") if tokens else ""
-    note = f"  ({step.note})" if step.decision in ("refused", "skip", "edit") else ""
+    note = f"  ({step.note})" if step.note else ""
     error = f"  ! {step.error}" if step.error else ""
     return f"step {step.step:>3}  {what}  {step.timings.model_s:.2f}s{usage}{retries}{note}{error}"
 
@@ -180,6 +192,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         approve = (
             Approver(args.confirm, args.always_confirm, stdout=sys.stderr, scrub=secrets.scrub) if args.json else None
         )
+        can_ask = not args.no_ask and sys.stdin.isatty()
+        if not args.no_ask and not can_ask:
+            console.say("deskpilot: stdin is not a terminal: the model cannot ask you questions (as with --no-ask)")
 
         def on_step(step: Step) -> None:
             console.say(step_line(step, secrets.scrub))
@@ -188,7 +203,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
         try:
             with _signals_interrupt():
-                result = agent.run(args.task, on_step=on_step, approve=approve, recorder=recorder)
+                result = agent.run(
+                    args.task, on_step=on_step, approve=approve, ask=console.ask if can_ask else None, recorder=recorder
+                )
         except DeskpilotError as exc:
             if args.json and isinstance(exc.result, EpisodeResult):
                 _emit_outcome(console, exc.result, exc.exit_code)

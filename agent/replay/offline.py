@@ -8,8 +8,9 @@
 * ``simulate``: the whole loop (``run_episode``) with the recorded screenshots as mocked
   screens (``ImageScreen``), the recorded replies (every attempt, in order) as a
   ``ScriptedPlanner``, and the ``DryRunExecutor``; the performed actions must come out the
-  same, step by step. Decisions recorded at the approval prompt (skip, edit, quit) and
-  refusals of a ``--window`` scope are replayed too.
+  same, step by step. Decisions recorded at the approval prompt (skip, edit, quit),
+  refusals of a ``--window`` scope, the person's answers to call_user and their takeovers
+  (human steps, with the screenshots before and after) are replayed too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from actions.executor import DryRunExecutor, Performed
-from actions.schema import ACTION_ADAPTER, TERMINAL_KINDS, Action, action_to_call
+from actions.schema import ACTION_ADAPTER, ASK_KIND, TERMINAL_KINDS, Action, action_to_call
 from agent.capture import ImageScreen
 from agent.config import Settings
 from agent.errors import EndpointError, Interrupted, ModelError, UsageError
@@ -131,6 +132,7 @@ def executed(step: Step) -> bool:
     return (
         step.action is not None
         and step.action.get("kind") not in TERMINAL_KINDS
+        and step.action.get("kind") != ASK_KIND  # a question to the person presses nothing
         and step.decision not in ("skip", "quit", "refused")
     )
 
@@ -144,8 +146,9 @@ def simulate(recording: Recording) -> list[Difference]:
     planner = ScriptedPlanner(replies)
     first = steps[0].geometry
     screen = ImageScreen(
-        [recording.screenshot_path(s) for s in steps], origin=(first.left, first.top), scale=first.scale
-    )
+        [path for s in steps for path in recording.screenshot_paths(s)], origin=(first.left, first.top),
+        scale=first.scale,
+    )  # fmt: skip
     executor = DryRunExecutor()
     performed: list[Performed] = []
     simulated: list[Step] = []
@@ -165,9 +168,13 @@ def simulate(recording: Recording) -> list[Difference]:
             executor=executor,
             settings=_settings(recording),
             on_step=on_step,
-            limits=Limits(max_steps=len(steps), model_retries=_model_retries(recording)),
+            limits=Limits(
+                max_steps=sum(s.decision != "takeover" for s in steps), model_retries=_model_retries(recording)
+            ),
             approve=gates.approve,
             refuse=gates.refuse,
+            ask_user=gates.ask_user,
+            takeover=_RecordedTakeover(steps, simulated),
         )
     except EndpointError:  # the scripted planner ran out of recorded replies
         at = simulated[-1].step + 1 if simulated else 1
@@ -226,8 +233,15 @@ class _RecordedGates:
     decision at the approval prompt (skip, edit, quit), for each step that had an action."""
 
     def __init__(self, steps: list[Step]) -> None:
-        self._queue = [s for s in steps if s.action is not None and s.action.get("kind") not in TERMINAL_KINDS]
+        self._queue = [
+            s for s in steps if s.action is not None and s.action.get("kind") not in (*TERMINAL_KINDS, ASK_KIND)
+        ]
         self._current: Step | None = None
+        self._answers = iter([s.user_answer for s in steps if (s.action or {}).get("kind") == ASK_KIND])
+
+    def ask_user(self, question: str) -> str | None:
+        """The person's recorded answers to call_user, in order."""
+        return next(self._answers, None)
 
     def refuse(self, action: Action, points_screen: list) -> str | None:
         if self._current is not None:  # asked again for an edited action: it passed in the recording
@@ -247,3 +261,18 @@ class _RecordedGates:
             self._current = step  # the loop asks the scope again about the edit
             return Decision("approve", ACTION_ADAPTER.validate_python(step.action))
         return Decision("approve", action)
+
+
+@dataclass
+class _RecordedTakeover:
+    """The person takes over where the recording has a human step; the hold is instant."""
+
+    steps: list[Step]
+    simulated: list[Step]
+
+    def requested(self) -> bool:
+        done = len(self.simulated)
+        return done < len(self.steps) and self.steps[done].decision == "takeover"
+
+    def hold(self) -> None:
+        pass
