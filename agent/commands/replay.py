@@ -1,16 +1,21 @@
 """``deskpilot replay RECORDING --mode check|simulate|execute``: a recording as a regression test,
 a dry loop, or a live macro without the model (see ``agent.replay``). Prints one line per
-difference (``DIFFERS step N: ...``) and a summary; exit 1 when a step differed."""
+difference (``DIFFERS step N: ...``) and a summary; exit 1 when a step differed.
+
+``deskpilot replay DIR`` (a folder holding recordings at any depth, not one itself) checks or
+simulates each of them: one line per recording and a summary; exit 1 when one differs, 2 when
+one cannot be read."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from agent.argtypes import nonneg_float, positive_float
 from agent.commands.common import Console, add_model_arguments, settings_from_args
-from agent.errors import EXIT_DONE, EXIT_NOT_DONE
+from agent.errors import EXIT_DONE, EXIT_NOT_DONE, EXIT_USAGE, UsageError
 from agent.replay.live import THRESHOLD, HealFailed, LiveReplayer, ModelHealer
-from agent.replay.offline import Difference, check, simulate
+from agent.replay.offline import Difference, find_recordings, replay_offline
 from agent.safety import DEFAULT_ALWAYS_CONFIRM, DEFAULT_KILL_HOTKEY, Approver, describe_hotkey
 from agent.trajectory import Recording, load
 
@@ -18,7 +23,11 @@ MODES = ("check", "simulate", "execute")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("recording", help="a recording folder (recordings/<time>-<task>)")
+    p.add_argument(
+        "recording",
+        help="a recording folder (recordings/<time>-<task>), or a folder of recordings at any depth "
+        "(check or simulate each)",
+    )
     p.add_argument("--mode", choices=MODES, default="check", help="default: check")
     live = p.add_argument_group("execute")
     live.add_argument(
@@ -58,16 +67,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_replay(args: argparse.Namespace, console: Console) -> int:
-    recording = load(args.recording)
+    folder = Path(args.recording)
+    if folder.is_dir() and not (folder / "header.json").exists():
+        return _replay_many(folder, args.mode, console)
+    recording = load(folder)
     n_replies = sum(len(s.attempts) for s in recording.steps)
+    by_person = sum(s.by_person for s in recording.steps)
+    what = f"{by_person} recorded from a person" if by_person else f"{n_replies} replies"
     console.say(
         f"deskpilot replay ({args.mode}): {recording.path}: {recording.header.task!r}, "
-        f"{len(recording.steps)} steps, {n_replies} replies, recorded outcome {recording.outcome.status}"
+        f"{len(recording.steps)} steps, {what}, recorded outcome {recording.outcome.status}"
     )
-    if args.mode == "check":
-        found = check(recording)
-    elif args.mode == "simulate":
-        found = simulate(recording)
+    if by_person and args.mode != "execute":
+        console.say(
+            "deskpilot replay: a person's steps have no model reply to parse again: their actions, keys and "
+            "targets are checked with today's code"
+            + ("" if args.mode == "check" else ", then performed dry on the recorded screenshots")
+        )
+    if args.mode != "execute":
+        found = replay_offline(recording, args.mode)
     else:
         found, performed, healed = _execute(recording, args, console)
         if not found:
@@ -84,6 +102,37 @@ def cmd_replay(args: argparse.Namespace, console: Console) -> int:
     return EXIT_DONE
 
 
+def _replay_many(folder: Path, mode: str, console: Console) -> int:
+    """Check or simulate every recording under ``folder``: a line each and a summary."""
+    if mode == "execute":
+        raise UsageError(f"{folder} is a folder of recordings: --mode execute replays one recording, give its folder")
+    recordings = find_recordings(folder)
+    if not recordings:
+        raise UsageError(f"{folder} holds no recordings (folders with a header.json) at any depth")
+    differ = unreadable = 0
+    for path in recordings:
+        shown = path.relative_to(folder).as_posix()
+        try:
+            recording = load(path)
+            found = replay_offline(recording, mode)
+        except UsageError as exc:
+            unreadable += 1
+            console.say(f"UNREADABLE  {shown}: {exc}")
+            continue
+        if found:
+            differ += 1
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+            console.say(f"DIFFERS     {shown}: {found[0]}{more}")
+        else:
+            console.say(f"ok          {shown}: {len(recording.steps)} steps match")
+    matched = len(recordings) - differ - unreadable
+    console.say(
+        f"deskpilot replay ({mode}): {len(recordings)} recordings under {folder}: {matched} match, "
+        f"{differ} differ, {unreadable} unreadable"
+    )
+    return EXIT_USAGE if unreadable else EXIT_NOT_DONE if differ else EXIT_DONE
+
+
 def _execute(
     recording: Recording, args: argparse.Namespace, console: Console
 ) -> tuple[list[Difference], int, list[int]]:
@@ -96,7 +145,10 @@ def _execute(
     from agent.safety import KillSwitch, Secrets, SecretTypingExecutor
 
     monitor = args.monitor if args.monitor is not None else (recording.header.monitor_index or 1)
-    secrets = Secrets.from_task(recording.header.task)
+    # the task's placeholders, and those a person's recording typed with --mask-typing ({{secret:TYPED_N}})
+    actions = [s.action for s in recording.steps if s.by_person and s.action]
+    typed = [action.get("content") or "" for action in actions if action.get("kind") == "type"]
+    secrets = Secrets.from_task(" ".join([recording.header.task, *typed]))
     console.scrub = secrets.scrub
     approve = Approver(args.confirm, args.always_confirm, scrub=secrets.scrub)
     with ExitStack() as stack:
