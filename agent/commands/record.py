@@ -95,7 +95,7 @@ def step_line(step: Step) -> str:
     """One line per recorded action: its number, what it does and where, how long it took."""
     action = ACTION_ADAPTER.validate_python(step.action)
     what = describe(action, [t.point_screen for t in step.targets], limit=60)
-    took = f"  {step.timings.execute_s:.2f}s" if step.timings.execute_s else ""
+    took = f"  {step.timings.execute_s:.2f}s" if step.timings.execute_s >= 0.01 else ""
     return f"step {step.step:>3}  {what}{took}"
 
 
