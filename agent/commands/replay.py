@@ -2,9 +2,9 @@
 a dry loop, or a live macro without the model (see ``agent.replay``). Prints one line per
 difference (``DIFFERS step N: ...``) and a summary; exit 1 when a step differed.
 
-``deskpilot replay DIR`` (a folder holding recordings at any depth, not one itself) checks or
-simulates each of them: one line per recording and a summary; exit 1 when one differs, 2 when
-one cannot be read."""
+``deskpilot replay DIR`` (a folder holding recordings at any depth, none of a recording's own
+files) checks or simulates each of them: one line per recording and a summary; exit 1 when one
+differs, 2 when one cannot be read."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from agent.safety import DEFAULT_ALWAYS_CONFIRM, DEFAULT_KILL_HOTKEY, Approver, 
 from agent.trajectory import Recording, load
 
 MODES = ("check", "simulate", "execute")
+RECORDING_FILES = ("header.json", "steps.jsonl", "outcome.json")  # a folder with one of them is one recording
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,7 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_replay(args: argparse.Namespace, console: Console) -> int:
     folder = Path(args.recording)
-    if folder.is_dir() and not (folder / "header.json").exists():
+    if folder.is_dir() and not any((folder / name).exists() for name in RECORDING_FILES):
         return _replay_many(folder, args.mode, console)
     recording = load(folder)
     n_replies = sum(len(s.attempts) for s in recording.steps)
