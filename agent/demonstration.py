@@ -191,6 +191,18 @@ def _distance(a: PointScreen, b: PointScreen) -> float:
     return math.hypot(a[0] - b[0], a[1] - b[1])
 
 
+def kill_hotkey_keys(spec: str) -> tuple[str, int, frozenset[str]]:
+    """``--kill-hotkey`` in the key vocabulary: (key, times) for ``KEY*N``, or the combination's
+    held keys; a spec that names no key is a UsageError."""
+    parsed = parse_hotkey(spec)
+    try:
+        if isinstance(parsed, tuple):
+            return combo_text(held_keys(parsed[0])), parsed[1], frozenset()
+        return "", 0, held_keys(spec)
+    except InvalidArguments as exc:
+        raise UsageError(f"bad kill hotkey {spec!r} ({exc})") from None
+
+
 class Coalescer:
     """Input events in, gestures out (the rules are in the module docstring).
 
@@ -199,16 +211,7 @@ class Coalescer:
     pressed; no gesture is made after that."""
 
     def __init__(self, kill_hotkey: str = DEFAULT_KILL_HOTKEY) -> None:
-        parsed = parse_hotkey(kill_hotkey)
-        self._kill_key, self._kill_count, self._kill_combo = "", 0, frozenset[str]()
-        try:
-            if isinstance(parsed, tuple):
-                self._kill_key = combo_text(held_keys(parsed[0]))
-                self._kill_count = parsed[1]
-            else:
-                self._kill_combo = held_keys(kill_hotkey)
-        except InvalidArguments as exc:
-            raise UsageError(f"bad kill hotkey {kill_hotkey!r} ({exc})") from None
+        self._kill_key, self._kill_count, self._kill_combo = kill_hotkey_keys(kill_hotkey)
         self.held: set[str] = set()
         self.stopped = False
         self._lone: InputEvent | None = None  # a modifier pressed alone, so far

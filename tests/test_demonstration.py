@@ -560,3 +560,27 @@ def test_the_report_shows_a_persons_steps(tmp_path):
     assert page.count("recorded from a person") == 7  # the header and each of the 6 steps
     assert "reply 1" not in page and "tokens" not in page and "history" not in page
     assert "began at +0.50 s" in page
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--kill-hotkey", "ctrl+nosuchkey"], "bad kill hotkey"),
+        ([], "DISPLAY"),
+    ],
+)
+def test_record_usage_errors_exit_2_and_leave_no_recording(tmp_path, args, message):
+    import subprocess
+
+    from tests.conftest import cli_env
+
+    env = {k: v for k, v in cli_env().items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "record", "--recordings", str(tmp_path / "recs"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "recs").exists()

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from agent.fakeserver import FakeModelServer
 from agent.trajectory import load
 from tests.conftest import cli_env
 from tests.live_support import TargetApp, have_xvfb, xvfb_display
@@ -216,10 +217,18 @@ def test_record_a_demonstration_and_replay_it(desktop, tmp_path):
     assert replayed_story == recorded_story
 
 
-def test_ctrl_c_ends_a_scoped_masked_recording_and_replay_types_the_secret(desktop, tmp_path):
+def test_ctrl_c_ends_a_scoped_masked_described_recording_and_replay_types_the_secret(desktop, tmp_path):
     secret = "hunter2 Grüße"
-    with TargetApp(tmp_path / "events.jsonl") as app:
-        recorder = Recorder(tmp_path / "rec", "--window", "title:deskpilot target", "--mask-typing")
+
+    def name_the_field(body: dict) -> str:  # the model, asked what the clicked element is
+        return "hover(start_box='[400,440]', element_info='Name field')"
+
+    with TargetApp(tmp_path / "events.jsonl") as app, FakeModelServer(name_the_field) as server:
+        recorder = Recorder(
+            tmp_path / "rec",
+            *("--window", "title:deskpilot target", "--mask-typing"),
+            *("--describe", "--provider", "vllm", "--base-url", server.base_url),
+        )
         recorder.wait_ready()
         bind_characters(secret)
         xdotool("mousemove", 30, 30, "click", 1)  # the desktop, outside the window: left out
@@ -234,6 +243,8 @@ def test_ctrl_c_ends_a_scoped_masked_recording_and_replay_types_the_secret(deskt
 
     rec = load(next((tmp_path / "rec").iterdir()))
     assert [s.action_text for s in rec.steps][1] == "type(content='{{secret:TYPED_1}}')"
+    assert rec.steps[0].action["element_info"] == "Name field" and len(server.requests) == 1
+    assert rec.header.provider == "vllm" and rec.header.settings["describe"] is True
     window = app.rect("window")
     assert rec.steps[0].geometry.left == window["x"] and rec.steps[0].geometry.width == window["width"]
     assert inside(window, rec.steps[0].targets[0].point_screen)

@@ -19,7 +19,7 @@ from actions.schema import ACTION_ADAPTER
 from agent.argtypes import nonneg_int
 from agent.capture import MssScreen
 from agent.commands.common import Console, add_model_arguments, settings_from_args
-from agent.demonstration import Demonstrator, ModelDescriber, RollingCapture, StopRequest
+from agent.demonstration import Demonstrator, ModelDescriber, RollingCapture, StopRequest, kill_hotkey_keys
 from agent.display import display_warning
 from agent.errors import EXIT_DONE
 from agent.listen import start_source
@@ -101,6 +101,7 @@ def step_line(step: Step) -> str:
 
 def cmd_record(args: argparse.Namespace, console: Console) -> int:
     monitor = args.monitor
+    kill_hotkey_keys(args.kill_hotkey)  # a bad one is a usage error before anything starts
     with ExitStack() as stack:
         describer = None
         public: dict[str, Any] = {"monitor": monitor, "kill_hotkey": args.kill_hotkey, "mask_typing": args.mask_typing}
