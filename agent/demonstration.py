@@ -26,7 +26,7 @@ checks, simulates and executes like a run's (header ``mode: human``, no model re
     too (Shift or Ctrl alone are not). Modifiers held during a click are not recorded:
     the action space has no modified click.
   - the kill hotkey ends the recording and is not recorded: presses of a ``KEY*N`` hotkey
-    are held back until N of them fall within ``KillSwitch.WINDOW_S`` (then dropped) or
+    are held back until N of them fall within ``Hotkey.WINDOW_S`` (then dropped) or
     another action or the window's end shows they were ordinary keys; a combination hotkey
     is dropped at once. ``ctrl+c`` is held back ``INTERRUPT_WINDOW_S``: when Ctrl-C in the
     terminal stops the recording, the key press that sent it is not an action.
@@ -64,8 +64,8 @@ from agent.image import prepare_for_model
 from agent.listen import MODIFIERS, InputEvent, char_key
 from agent.planner import Planner, PlannerResult
 from agent.protocol import StepRequest
-from agent.safety import DEFAULT_KILL_HOTKEY, KillSwitch, parse_hotkey
-from agent.trajectory import JsonlRecorder, Outcome, Step, Timings
+from agent.safety import DEFAULT_KILL_HOTKEY, Hotkey, parse_hotkey
+from agent.trajectory import JsonlRecorder, Outcome, OutcomeStatus, Step, Timings
 
 FRAME_INTERVAL_S = 0.1
 FRAMES_KEPT = 5
@@ -342,7 +342,7 @@ class Coalescer:
     def _release_kill_presses(self, now: float | None, out: list[Gesture]) -> None:
         """Kill-key presses that turned out to be ordinary keys: all of them (``now`` None),
         or those that fell out of the hotkey's window."""
-        window = KillSwitch.WINDOW_S
+        window = Hotkey.WINDOW_S
         keep = [p for p in self._kill_presses if now is not None and now - p.t_start <= window]
         out.extend(p for p in self._kill_presses if p not in keep)
         self._kill_presses = keep
@@ -589,9 +589,9 @@ class Demonstrator:
             self.recorder.finish(outcome)
         return outcome
 
-    def _outcome(self, status: str, message: str) -> Outcome:
+    def _outcome(self, status: OutcomeStatus, message: str) -> Outcome:
         return Outcome(
-            status=status,  # type: ignore[arg-type]
+            status=status,
             message=message,
             steps=len(self.steps),
             prompt_tokens=self._totals.prompt_tokens,

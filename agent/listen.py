@@ -104,7 +104,7 @@ def _keysym_chars() -> dict[int, str]:
     """Keysym -> character for the named keysyms (Greek, Cyrillic, dead keys...): pynput's
     table, the one it reads its own keysyms with."""
     try:
-        from pynput._util.xorg_keysyms import SYMBOLS  # type: ignore[import-untyped]
+        from pynput._util.xorg_keysyms import SYMBOLS
     except Exception:  # pragma: no cover - pynput is a dependency; Latin-1 and Unicode keysyms still work
         return {}
     return {
@@ -361,7 +361,7 @@ class PynputSource:
 
     def start(self) -> PynputSource:
         try:
-            from pynput import keyboard, mouse  # type: ignore[import-untyped]
+            from pynput import keyboard, mouse
         except Exception as exc:  # pynput raises at import without a display
             raise DisplayError(f"cannot listen to the keyboard and mouse ({exc})") from None
         emit = self.on_event

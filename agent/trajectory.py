@@ -8,7 +8,8 @@ A recording is a folder ``recordings/<timestamp>-<slug>/`` holding:
   estimates, and ``settings``: every public setting of the run. Never an API key.
 * ``steps.jsonl``: one ``Step`` per line, appended, flushed and fsynced as each step ends,
   so a run killed at any point (SIGKILL included) leaves every completed step readable.
-* ``screens/step-NNNN.png``: the full capture of each step (image space, lossless).
+* ``screens/step-NNNN.png``: the full capture of each step (image space, lossless); a
+  human step (the person took the desktop over) also has ``step-NNNN-after.png``.
 * ``outcome.json`` (``Outcome``): how the run ended. Missing after a crash or a kill: the
   recording then loads with outcome ``incomplete``.
 
@@ -31,7 +32,12 @@ A ``Step`` holds, in this order of the loop:
   ``box_model``), image space (``point_image``) and screen space (``point_screen``);
 * ``timings`` (capture / model / execute / settle, seconds), ``prompt_tokens``,
   ``completion_tokens``, ``cost_usd`` (summed over the attempts, from the header's price
-  table) and ``error`` (why the step produced no action, or what stopped it).
+  table) and ``error`` (why the step produced no action, or what stopped it);
+* the person's part: ``decision``/``note`` (the approval prompt, the window scope, or
+  ``takeover``: a human step, with no reply and ``screenshot_after``), ``proposed_action``
+  (the model's own action when the person edited it) and ``user_answer`` (to call_user).
+
+Fields added later have defaults, so older recordings load unchanged.
 
 A step recorded from a person (``Step.by_person``) has an action and no ``attempts``: its
 ``started_at`` is when the person began the action, ``timings.execute_s`` how long it took,
@@ -136,14 +142,18 @@ class Step(BaseModel):
     completion_tokens: int = 0
     cost_usd: float = 0.0
     error: str | None = None
-    decision: Literal["skip", "edit", "quit", "refused"] | None = Field(
+    decision: Literal["skip", "edit", "quit", "refused", "takeover"] | None = Field(
         None,
-        description="what the user decided at the approval prompt, or refused: outside the --window scope "
-        "(None: approved, or not asked)",
+        description="what the user decided at the approval prompt, or refused: outside the --window scope, "
+        "or takeover: a human step, the person had the desktop (None: approved, or not asked)",
     )
     note: str = Field("", description='the same in words, e.g. "skipped by the user"')
     proposed_action: dict[str, Any] | None = Field(
         None, description="the model's own action when the user edited it at the approval prompt"
+    )
+    user_answer: str | None = Field(None, description="the person's answer to call_user (None: not asked, or none)")
+    screenshot_after: str | None = Field(
+        None, description="a human step: the screen when the person handed back (screenshot: when they took over)"
     )
 
     @property
@@ -197,9 +207,14 @@ class Recording(BaseModel):
     steps: list[Step]
     outcome: Outcome
 
-    def screenshot_path(self, step: Step) -> Path:
-        """The step's screenshot file; a path that leads outside the recording is refused."""
-        return _inside(self.path, step)
+    def screenshot_path(self, step: Step, after: bool = False) -> Path:
+        """The step's screenshot file (``after``: a human step's second one); a path that
+        leads outside the recording is refused."""
+        return _inside(self.path, step, after)
+
+    def screenshot_paths(self, step: Step) -> list[Path]:
+        """Every screenshot of the step, in the order they were taken."""
+        return [self.screenshot_path(step)] + ([self.screenshot_path(step, True)] if step.screenshot_after else [])
 
     def screenshot(self, step: Step) -> Image.Image:
         with open_image(self.screenshot_path(step), f"screenshot of step {step.step}") as img:
@@ -312,11 +327,12 @@ class JsonlRecorder:
         self._writer: ThreadPoolExecutor | None = None
         self._pending: list[tuple[str, Future]] = []
 
-    def save_screenshot(self, step: int, image: Image.Image) -> str:
+    def save_screenshot(self, step: int, image: Image.Image, suffix: str = "") -> str:
         """Start writing the lossless screenshot in the background (a 1080p PNG takes
         ~90 ms, done while the model thinks); ``write_step`` waits for it, so a step line
-        never names a file that is not complete on disk."""
-        relative = f"screens/step-{step:04d}.png"
+        never names a file that is not complete on disk. ``suffix`` names a step's second
+        screenshot (``after``: ``step-NNNN-after.png``)."""
+        relative = f"screens/step-{step:04d}{'-' + suffix if suffix else ''}.png"
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deskpilot-png")
         future = self._writer.submit(image.save, self.path / relative, format="PNG", compress_level=1)
@@ -476,16 +492,17 @@ def load(path: str | os.PathLike[str], check_screens: bool = True) -> Recording:
         )
     recording = Recording(path=root, header=header, steps=steps, outcome=outcome)
     for step in steps:
-        screenshot = recording.screenshot_path(step)
-        if check_screens:
-            with open_image(screenshot, f"screenshot of step {step.step}") as img:
-                img.verify()  # reads every chunk and checks its CRC, without decompressing
+        for screenshot in recording.screenshot_paths(step):
+            if check_screens:
+                with open_image(screenshot, f"screenshot of step {step.step}") as img:
+                    img.verify()  # reads every chunk and checks its CRC, without decompressing
     return recording
 
 
-def _inside(root: Path, step: Step) -> Path:
-    """``root / step.screenshot``, refused unless it stays inside ``root`` (symlinks resolved)."""
-    relative = step.screenshot
+def _inside(root: Path, step: Step, after: bool = False) -> Path:
+    """``root / step.screenshot`` (``after``: ``step.screenshot_after``), refused unless it
+    stays inside ``root`` (symlinks resolved)."""
+    relative = (step.screenshot_after or "") if after else step.screenshot
     path = root / relative
     refused = "\x00" in relative or Path(relative).is_absolute() or ".." in Path(relative).parts
     if not refused:

@@ -8,8 +8,9 @@
 * ``simulate``: the whole loop (``run_episode``) with the recorded screenshots as mocked
   screens (``ImageScreen``), the recorded replies (every attempt, in order) as a
   ``ScriptedPlanner``, and the ``DryRunExecutor``; the performed actions must come out the
-  same, step by step. Decisions recorded at the approval prompt (skip, edit, quit) and
-  refusals of a ``--window`` scope are replayed too.
+  same, step by step. Decisions recorded at the approval prompt (skip, edit, quit),
+  refusals of a ``--window`` scope, the person's answers to call_user and their takeovers
+  (human steps, with the screenshots before and after) are replayed too.
 
 A recording made from a person (``deskpilot record``, ``Step.by_person``) has no replies to
 parse again. ``check`` judges what it does hold with today's code: the action must still
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from actions.executor import DryRunExecutor, Performed
 from actions.keys import held_keys
-from actions.schema import ACTION_ADAPTER, TERMINAL_KINDS, Action, action_to_call
+from actions.schema import ACTION_ADAPTER, ASK_KIND, TERMINAL_KINDS, Action, action_to_call
 from agent.capture import ImageScreen, Screenshot
 from agent.config import Settings
 from agent.errors import EndpointError, Interrupted, InvalidArguments, ModelError, UsageError
@@ -170,7 +171,7 @@ def recorded_actions(recording: Recording) -> list[Performed]:
                 Performed(
                     step.step,
                     action["kind"],
-                    tuple(tuple(t.point_screen) for t in step.targets),
+                    tuple(t.point_screen for t in step.targets),
                     action.get("content") or action.get("keys"),
                 )
             )
@@ -182,6 +183,7 @@ def executed(step: Step) -> bool:
     return (
         step.action is not None
         and step.action.get("kind") not in TERMINAL_KINDS
+        and step.action.get("kind") != ASK_KIND  # a question to the person presses nothing
         and step.decision not in ("skip", "quit", "refused")
     )
 
@@ -198,8 +200,9 @@ def simulate(recording: Recording) -> list[Difference]:
     planner = ScriptedPlanner(replies)
     first = steps[0].geometry
     screen = ImageScreen(
-        [recording.screenshot_path(s) for s in steps], origin=(first.left, first.top), scale=first.scale
-    )
+        [path for s in steps for path in recording.screenshot_paths(s)], origin=(first.left, first.top),
+        scale=first.scale,
+    )  # fmt: skip
     executor = DryRunExecutor()
     performed: list[Performed] = []
     simulated: list[Step] = []
@@ -219,9 +222,13 @@ def simulate(recording: Recording) -> list[Difference]:
             executor=executor,
             settings=_settings(recording),
             on_step=on_step,
-            limits=Limits(max_steps=len(steps), model_retries=_model_retries(recording)),
+            limits=Limits(
+                max_steps=sum(s.decision != "takeover" for s in steps), model_retries=_model_retries(recording)
+            ),
             approve=gates.approve,
             refuse=gates.refuse,
+            ask_user=gates.ask_user,
+            takeover=_RecordedTakeover(steps, simulated),
         )
     except EndpointError:  # the scripted planner ran out of recorded replies
         at = simulated[-1].step + 1 if simulated else 1
@@ -241,7 +248,8 @@ def simulate(recording: Recording) -> list[Difference]:
             a = expected[i] if i < len(expected) else None
             b = performed[i] if i < len(performed) else None
             if a != b:
-                found.append(Difference((a or b).step, f"performed {b or 'nothing'}, recorded {a or 'nothing'}"))
+                at = (a.step if a is not None else None) or (b.step if b is not None else None) or steps[-1].step
+                found.append(Difference(at, f"performed {b or 'nothing'}, recorded {a or 'nothing'}"))
                 break
     if planner.replies and not found:
         found.append(Difference(steps[-1].step, f"{len(planner.replies)} recorded replies were never asked for"))
@@ -279,8 +287,15 @@ class _RecordedGates:
     decision at the approval prompt (skip, edit, quit), for each step that had an action."""
 
     def __init__(self, steps: list[Step]) -> None:
-        self._queue = [s for s in steps if s.action is not None and s.action.get("kind") not in TERMINAL_KINDS]
+        self._queue = [
+            s for s in steps if s.action is not None and s.action.get("kind") not in (*TERMINAL_KINDS, ASK_KIND)
+        ]
         self._current: Step | None = None
+        self._answers = iter([s.user_answer for s in steps if (s.action or {}).get("kind") == ASK_KIND])
+
+    def ask_user(self, question: str) -> str | None:
+        """The person's recorded answers to call_user, in order."""
+        return next(self._answers, None)
 
     def refuse(self, action: Action, points_screen: list) -> str | None:
         if self._current is not None:  # asked again for an edited action: it passed in the recording
@@ -300,6 +315,21 @@ class _RecordedGates:
             self._current = step  # the loop asks the scope again about the edit
             return Decision("approve", ACTION_ADAPTER.validate_python(step.action))
         return Decision("approve", action)
+
+
+@dataclass
+class _RecordedTakeover:
+    """The person takes over where the recording has a human step; the hold is instant."""
+
+    steps: list[Step]
+    simulated: list[Step]
+
+    def requested(self) -> bool:
+        done = len(self.simulated)
+        return done < len(self.steps) and self.steps[done].decision == "takeover"
+
+    def hold(self) -> None:
+        pass
 
 
 class _RecordedScreens:
