@@ -28,7 +28,7 @@ from PIL import Image
 from agent.display import check_display
 from agent.errors import DisplayError, UsageError
 from agent.geometry import MonitorGeometry
-from agent.image import Bgrx, SentImage, prepare_for_model
+from agent.image import Bgrx, SentImage, exact_factor, prepare_for_model, sent_size
 from agent.imagefile import open_image
 
 THUMB_WIDTH = 480  # the settle probe's thumbnail is about this wide (one pixel sampled per block)
@@ -99,8 +99,15 @@ class Screenshot:
     def _fill(self, future: Future[SentImage], key: tuple[int, str, bool]) -> None:
         if not future.set_running_or_notify_cancel():
             return
+        max_tokens, encoding, half = key
+        with self._lock:
+            image = self._image
+        # An exact 1/k (3840x2160 sent at 1920x1080) is made from the pixels: the frame's full
+        # conversion then happens off the critical path, for the recorder.
+        exact = exact_factor(self.size, sent_size(self.size, max_tokens, half)) > 1
+        source = self.pixels if image is None and exact and self.pixels is not None else self.image
         try:
-            future.set_result(prepare_for_model(self.image, *key))
+            future.set_result(prepare_for_model(source, *key))
         except BaseException as exc:
             future.set_exception(exc)
 

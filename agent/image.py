@@ -54,13 +54,26 @@ class Bgrx:
 
     def view(self) -> Image.Image:
         """The pixels as a Pillow image without a copy. Its mode says RGBX but its first band
-        is blue and its third red. (Resampling it is a third slower than an RGB image, whose
-        padding byte Pillow skips: more than converting first saves.)"""
+        is blue and its third red. (A bicubic pass over it is a third slower than over an RGB
+        image, whose padding byte Pillow skips: more than converting first saves.)"""
         return Image.frombuffer("RGBX", self.size, self.data, "raw", "RGBX", 0, 1)
 
     def to_rgb(self) -> Image.Image:
         """The whole frame as an RGB image (one conversion pass over every pixel)."""
         return Image.frombytes("RGB", self.size, self.data, "raw", "BGRX")
+
+    def reduce(self, factor: int) -> Image.Image:
+        """An exact 1/``factor`` as RGB, without converting the whole frame: the blocks are
+        averaged where the pixels lie, then only the small result's bands are put in order
+        (at 3840x2160: 22 ms instead of 31 for converting, then averaging)."""
+        blue, green, red, _ = self.view().reduce(factor).split()
+        return Image.merge("RGB", (red, green, blue))
+
+
+def exact_factor(native: tuple[int, int], size: tuple[int, int]) -> int:
+    """k when ``size`` is exactly 1/k of ``native`` on both sides (1: the same size), else 0."""
+    k = native[0] // size[0] if size[0] else 0
+    return k if k >= 1 and native == (size[0] * k, size[1] * k) else 0
 
 
 def sent_size(native: tuple[int, int], max_tokens: int = DEFAULT_IMAGE_TOKENS, half: bool = False) -> tuple[int, int]:
@@ -149,8 +162,9 @@ def resize_for_model(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     if image.size == size:
         return image
     width, height = image.size
-    if width % size[0] == 0 and height % size[1] == 0 and width // size[0] == height // size[1]:
-        return image.reduce(width // size[0])
+    k = exact_factor(image.size, size)
+    if k > 1:
+        return image.reduce(k)
     factor = (max(1, width // size[0]), max(1, height // size[1]))
     if factor != (1, 1):
         image = image.reduce(factor)
@@ -186,13 +200,18 @@ def encode_image(image: Image.Image, size: tuple[int, int], encoding: str = DEFA
 
 
 def prepare_for_model(
-    image: Image.Image,
+    image: Image.Image | Bgrx,
     max_tokens: int = DEFAULT_IMAGE_TOKENS,
     encoding: str = DEFAULT_IMAGE_ENCODING,
     half: bool = False,
 ) -> SentImage:
     """The screenshot as the model will see it: within the token budget (``sent_size``), encoded.
 
-    ``half`` gives the half-size version used for history screenshots.
+    ``half`` gives the half-size version used for history screenshots. Pixels from mss are
+    reduced where they lie when the size is an exact 1/k, else converted first.
     """
-    return encode_image(image, sent_size(image.size, max_tokens, half), encoding)
+    size = sent_size(image.size, max_tokens, half)
+    if isinstance(image, Bgrx):
+        k = exact_factor(image.size, size)
+        image = image.reduce(k) if k > 1 else image.to_rgb()
+    return encode_image(image, size, encoding)

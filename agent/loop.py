@@ -86,8 +86,9 @@ class EpisodeResult:
 class Recorder(Protocol):
     """Where a run's steps go (``agent.trajectory.JsonlRecorder``, or a part of a longer recording)."""
 
-    def save_screenshot(self, step: int, image: Image.Image, suffix: str = "") -> str:
-        """Keep a capture of the step (``suffix`` names a second one); returns its path in the recording."""
+    def save_screenshot(self, step: int, image: Image.Image | Callable[[], Image.Image], suffix: str = "") -> str:
+        """Keep a capture of the step (or a function that makes it, called when it is written;
+        ``suffix`` names a second one); returns its path in the recording."""
         ...
 
     def write_step(self, step: Step) -> None: ...

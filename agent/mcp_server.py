@@ -84,7 +84,7 @@ class _SessionRecording:
         """A new call starts: its step 1 follows the steps written so far."""
         self.base = self.written
 
-    def save_screenshot(self, step: int, image: Image.Image, suffix: str = "") -> str:
+    def save_screenshot(self, step: int, image: Image.Image | Callable[[], Image.Image], suffix: str = "") -> str:
         return self.inner.save_screenshot(self.base + step, image, suffix) if self.inner is not None else ""
 
     def write_step(self, step: Step) -> None:

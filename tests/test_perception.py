@@ -153,3 +153,17 @@ def test_after_the_person_took_the_desktop_over_the_next_screenshot_is_captured_
     assert [s.decision for s in result.steps] == [None, "takeover", None]
     assert result.steps[2].timings.frame == "capture"  # not the frame settled before the person acted
     assert _colour(planner.calls[1]) == (255, 255, 255)
+
+
+def test_mss_pixels_reduced_in_place_keep_their_colours_and_match_the_converted_frame():
+    from agent.image import Bgrx, prepare_for_model
+
+    image = Image.new("RGB", (3840, 2160), (200, 30, 90))
+    image.paste((10, 120, 250), (0, 0, 1920, 1080))
+    pixels = Bgrx(image.convert("RGBA").tobytes("raw", "BGRA"), image.size)
+    assert pixels.reduce(2).tobytes() == image.reduce(2).tobytes()  # the same block averages, in RGB order
+    sent = prepare_for_model(pixels)
+    decoded = Image.open(io.BytesIO(base64.b64decode(sent.data_url.split(",", 1)[1]))).convert("RGB")
+    assert sent.size == (1920, 1080)
+    for (x, y), colour in (((400, 300), (10, 120, 250)), ((1500, 800), (200, 30, 90))):
+        assert all(abs(a - b) <= 6 for a, b in zip(decoded.getpixel((x, y)), colour))
