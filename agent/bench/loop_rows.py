@@ -7,13 +7,18 @@ real clicks into the bench desktop, the settle, its frame and the recorder."""
 from __future__ import annotations
 
 import io
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from actions.executor import DryRunExecutor
 from agent.bench.common import BASELINE_ENCODING, REPLIES, TASK, bench_settings, median_ms
+from agent.bench.scene import PROJECT_ROOT
 from agent.bench.table import Row
 from agent.capture import Screen
 from agent.config import Settings
@@ -21,8 +26,7 @@ from agent.fakeserver import FakeModelServer
 from agent.geometry import MAX_IMAGE_TOKENS
 from agent.loop import Limits, run_episode
 from agent.planner import GLMPlanner
-from agent.settle import AdaptiveSettle
-from agent.trajectory import JsonlRecorder
+from agent.trajectory import JsonlRecorder, load
 
 
 def _instant_reply(body: dict[str, Any]) -> str | dict[str, Any]:
@@ -101,44 +105,31 @@ LIVE_CLICK = (
 )
 
 
-def bench_live_step(screen: Screen, size: tuple[int, int], encoding: str, steps: int) -> Row:
-    """The live step row: ``steps`` clicks into the bench desktop's editor by the whole loop
-    (MssScreen, the pyautogui executor, the adaptive settle preparing ahead, the recorder),
-    timed at the fake server: from a reply leaving it to the next request arriving."""
-    from actions.pyautogui_executor import PyAutoGuiExecutor
-
+def bench_live_step(size: tuple[int, int], encoding: str, steps: int) -> Row:
+    """The live step row, on the live desktop of ``size`` that is running: ``deskpilot run`` (a
+    process of its own, as a person starts it) makes ``steps`` clicks into the bench desktop's
+    editor, timed at the fake server: from a reply leaving it to the next request arriving.
+    The parts come from the run's recording."""
     arrived: list[float] = []
     left: list[float] = []
-    timings: list[Any] = []
 
     def brain(body: dict[str, Any]) -> str:
         arrived.append(time.perf_counter())
         left.append(time.perf_counter())
         return LIVE_CLICK
 
-    with FakeModelServer(brain) as server:
-        settings = bench_settings(base_url=server.base_url, image_encoding=encoding)
-        planner, executor = GLMPlanner(settings), PyAutoGuiExecutor()
-        settle = AdaptiveSettle.for_screen(screen, ahead=(settings.max_image_tokens, encoding))
-        with tempfile.TemporaryDirectory(prefix="deskpilot-bench-") as tmp:
-            try:
-                run_episode(
-                    TASK,
-                    screen=screen,
-                    planner=planner,
-                    executor=executor,
-                    settings=settings,
-                    limits=Limits(max_steps=steps + 1),
-                    recorder=JsonlRecorder(tmp, TASK, settings.public()),
-                    on_step=lambda step: timings.append(step.timings),
-                    settle=settle,
-                )
-            finally:
-                planner.close()
-                executor.close()
+    with FakeModelServer(brain) as server, tempfile.TemporaryDirectory(prefix="deskpilot-bench-") as tmp:
+        env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(PROJECT_ROOT), os.environ.get("PYTHONPATH"))))
+        )
+        command = [sys.executable, "-m", "agent", "run", TASK, "--provider", "vllm", "--base-url", server.base_url]
+        command += ["--image-encoding", encoding, "--recordings", tmp, "--max-steps", str(steps + 1)]
+        subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+        (folder,) = Path(tmp).iterdir()
+        timings = [step.timings for step in load(folder, check_screens=False).steps]
     gaps = [a - b for b, a in zip(left, arrived[1:])]
     parts = {
-        name: median_ms([getattr(t, name) for t in timings])
+        name: median_ms([getattr(t, name) for t in timings[1:]])
         for name in ("capture_s", "prepare_s", "record_wait_s", "execute_s", "settle_s")
     }
     frames = f"{sum(t.frame == 'settle' for t in timings[1:])}/{len(timings) - 1}"
@@ -147,9 +138,9 @@ def bench_live_step(screen: Screen, size: tuple[int, int], encoding: str, steps:
         "step outside the model, live (ms)",
         f"{size[0]}x{size[1]}, a click + settle",
         "ms",
-        median_ms(gaps),
+        median_ms(gaps) if gaps else None,
         None,
-        note="reply sent -> next request",
+        note="deskpilot run; reply sent -> next request",
         detail={
             "parts_ms": parts,
             "settled_frames": frames,

@@ -98,7 +98,7 @@ def run_bench(
             tokens += bench_tokens(size, screen, encoding)
             if live and (size[0] in LIVE_STEP_TARGET_MS or size == SIZES[-1]):
                 say("live step ...")
-                live_steps.append(bench_live_step(screen, size, encoding, steps))
+                live_steps.append(bench_live_step(size, encoding, steps))
             if size == (1920, 1080):
                 if live:
                     say("settle ...")
