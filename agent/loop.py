@@ -1,4 +1,4 @@
-"""The one loop: perceive, decide, gate, act, settle, record. Runs, dry runs and replays all use it.
+"""The one loop: perceive, decide, zoom, gate, act, progress, record. Runs, dry runs and replays all use it.
 
 ``run_episode`` runs steps until the model says DONE or FAIL, a budget runs out, or the run is
 interrupted. A step is a short sequence of named phases over one ``Run`` (the running state:
@@ -7,9 +7,17 @@ settings, limits, history, memory, totals, recorder, hooks)::
     perceive  capture the screen, prepare the image the model sees, save the lossless shot
     decide    ask the planner until a reply is usable (agent.grounding.ask: parse + ground,
               a model error is shown back to the model at most ``Limits.model_retries`` times)
+    zoom      a pointing target likely too small for the first answer is asked again on a
+              crop around it (agent.zoom; ``Recovery.zoom``): at most one extra request
     gate      the window scope may refuse it; the person may approve, skip, edit or quit
     act       the executor performs it, then the screen is given time to settle
+    progress  did the action change the screen (agent.progress)? A loop (the same action
+              on an unchanged screen three times, or an A-B-A-B cycle) is answered in
+              escalating order: tell the model, zoom in on its next click, then ask the
+              person (``Recovery.on_stuck``) or end the run ``stuck``
     record    the Step goes to the recorder and ``on_step`` whatever happened (``finally``)
+    remember  the step joins the history the model reads (with "the screen did not change"
+              and any loop note as its result)
 
 Our errors (endpoint, display) end the run as ``error``; the outcome is written even after an
 error or Ctrl-C, so a recording on disk always loads.
@@ -23,17 +31,21 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from PIL import Image
+
 from actions.executor import Executor, PointScreen
 from actions.schema import TERMINAL_KINDS, Action, action_to_call
-from agent.capture import Screen
+from agent.capture import Screen, thumbnail
 from agent.config import Settings
 from agent.errors import DeskpilotError, Interrupted, ModelError
 from agent.grounding import Grounded, ask, feedback_for, ground_action
 from agent.image import SentImage, prepare_for_model
 from agent.planner import Planner, PlannerResult
-from agent.protocol import HistoryEntry, StepRequest
+from agent.progress import ESCALATION, Response, changed_since, find_loop, is_change, loop_note
+from agent.protocol import GroundingAsk, HistoryEntry, StepRequest
 from agent.safety import Decision
-from agent.trajectory import Attempt, JsonlRecorder, Outcome, SentInfo, Step
+from agent.trajectory import Attempt, JsonlRecorder, LoopCheck, Outcome, SentInfo, Step, Zoom
+from agent.zoom import ZoomMode, check_zoom_answer, crop_for, cut_crop, element_for, retried_unchanged, zoom_reason
 
 Approve = Callable[[Action, list[PointScreen]], Decision]
 Refuse = Callable[[Action, list[PointScreen]], "str | None"]
@@ -47,6 +59,24 @@ class Limits:
     max_time_s: float | None = None
     max_cost_usd: float | None = None
     model_retries: int = 2  # extra requests per step after an unusable reply
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """How a run copes with an imperfect model (see agent.zoom and agent.progress).
+
+    ``zoom``: auto (when a target is likely too small for the first answer), always, off.
+    ``on_stuck(step, message)``: asked when a loop outlasted telling the model and zooming;
+    returns what the person said (given to the model, and the run goes on) or None to end
+    the run ``stuck``. Without it the run ends ``stuck``.
+    ``changed(step)``: the share of the screen the step's action changed (None: not
+    measured); by default the settle's last probe against the step's capture. Replay
+    simulate gives the recorded values.
+    """
+
+    zoom: ZoomMode = "auto"
+    on_stuck: Callable[[Step, str], str | None] | None = None
+    changed: Callable[[Step], float | None] | None = None
 
 
 @dataclass
@@ -85,6 +115,7 @@ class Run:
     limits: Limits
     recorder: JsonlRecorder | None
     hooks: Hooks
+    recovery: Recovery = field(default_factory=Recovery)
     started: float = field(default_factory=time.monotonic)
     history: list[HistoryEntry] = field(default_factory=list)
     memory: list = field(default_factory=list)
@@ -93,6 +124,10 @@ class Run:
     background: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="deskpilot-history")
     )
+    thumbs: dict[int, Future[Image.Image]] = field(default_factory=dict)  # capture thumbnails of recent steps
+    loop_level: int = 0  # consecutive steps that completed a loop (the escalation reached)
+    force_zoom: str | None = None  # the escalation asks the next pointing step to zoom in
+    stop: tuple[str, str] | None = None  # (status, message): end the run after this step
 
     def finish(self, status: str, message: str = "", answer: str | None = None) -> Outcome:
         return Outcome(
@@ -130,16 +165,17 @@ def run_episode(
     stop_event: threading.Event | None = None,
     approve: Approve | None = None,
     refuse: Refuse | None = None,
+    recovery: Recovery | None = None,
 ) -> EpisodeResult:
     """Run one task to its end. Returns the outcome; raises DeskpilotError for our errors
     (after recording the outcome) and Interrupted for Ctrl-C / the kill switch.
 
     ``approve`` is asked before each action runs (see agent.safety.Approver), after
     ``refuse`` (a window scope) had its say. Secret values are kept out of the recording
-    by the recorder's own ``scrub``."""
+    by the recorder's own ``scrub``. ``recovery``: zoom and loop handling (default: zoom auto)."""
     run = Run(
         task, screen, planner, executor, settings, limits or Limits(max_steps=settings.max_steps), recorder,
-        Hooks(on_step, settle, approve, refuse, stop_event),
+        Hooks(on_step, settle, approve, refuse, stop_event), recovery or Recovery(),
     )  # fmt: skip
     outcome: Outcome | None = None
     try:
@@ -151,6 +187,9 @@ def run_episode(
                 outcome = run.finish(*budget_stop)
                 break
             action = _step(run, number)
+            if run.stop is not None:
+                outcome = run.finish(*run.stop)
+                break
             if action is not None and action.kind in TERMINAL_KINDS:
                 if action.kind == "DONE":
                     outcome = run.finish("done", "the model declared the task done", action.answer)
@@ -187,6 +226,7 @@ def run_episode(
 class _Perceived:
     sent: SentImage
     half_shot: Future[SentImage] | None  # the history shot, made while the model thinks
+    image: Image.Image  # the full-resolution capture (zoom crops are cut from it)
 
 
 def _step(run: Run, number: int) -> Action | None:
@@ -199,9 +239,11 @@ def _step(run: Run, number: int) -> Action | None:
         if grounded is None:
             note = "no usable action"
         else:
+            _zoom(run, step, seen, grounded)
             action, note = _gate(run, step, grounded.action)
             if action is not None and action.kind not in TERMINAL_KINDS:
                 note = _act(run, step, action) or note
+                note = "; ".join(filter(None, (note, _progress(run, step))))
     except BaseException as exc:
         if step.error is None:
             step.error = f"{type(exc).__name__}: {exc}"
@@ -239,7 +281,10 @@ def _perceive(run: Run, number: int) -> tuple[Step, _Perceived]:
         half_shot = run.background.submit(
             prepare_for_model, shot.image, settings.max_image_tokens, settings.image_encoding, half=True
         )
-    return step, _Perceived(sent, half_shot)
+    run.thumbs[number] = run.background.submit(thumbnail, shot.image)  # the progress check's "before"
+    for old in [n for n in run.thumbs if n <= number - 4]:
+        del run.thumbs[old]
+    return step, _Perceived(sent, half_shot, shot.image)
 
 
 def _decide(run: Run, step: Step, sent: SentImage) -> Grounded | None:
@@ -250,26 +295,10 @@ def _decide(run: Run, step: Step, sent: SentImage) -> Grounded | None:
         return StepRequest(run.task, step.step, sent, history, memory, feedback, no_thinking)
 
     def on_reply(result: PlannerResult, error: ModelError | None) -> None:
-        raw = result.raw
-        cost = run.settings.cost(raw.prompt_tokens, raw.completion_tokens)
         step.timings.model_s += result.latency_s
         step.prompt_text, step.estimated_tokens = result.prompt_text, result.estimated_tokens
         step.history_lines, step.history_images = len(history), result.history_images
-        step.prompt_tokens += raw.prompt_tokens
-        step.completion_tokens += raw.completion_tokens
-        step.cost_usd += cost
-        run.totals.prompt_tokens += raw.prompt_tokens
-        run.totals.completion_tokens += raw.completion_tokens
-        run.totals.cost_usd += cost
-        attempt = Attempt(
-            raw=raw.model_dump(exclude_none=True),
-            latency_s=round(result.latency_s, 4),
-            transport_retries=result.transport_retries,
-            protocol=result.protocol,
-        )
-        if error is not None:
-            attempt.error, attempt.error_type = str(error), type(error).__name__
-        step.attempts.append(attempt)
+        step.attempts.append(_account(run, step, result, error))
 
     attempts = 1 + run.limits.model_retries
     grounded, feedback = ask(run.planner, request, step.geometry, attempts, on_reply)
@@ -280,6 +309,79 @@ def _decide(run: Run, step: Step, sent: SentImage) -> Grounded | None:
     step.action_text = action_to_call(grounded.action)
     step.thought, step.memory, step.targets = grounded.thought, grounded.memory, list(grounded.targets)
     return grounded
+
+
+def _account(run: Run, step: Step, result: PlannerResult, error: ModelError | None) -> Attempt:
+    """Add a reply's tokens and cost to the step and the run; the Attempt that records it."""
+    raw = result.raw
+    cost = run.settings.cost(raw.prompt_tokens, raw.completion_tokens)
+    step.prompt_tokens += raw.prompt_tokens
+    step.completion_tokens += raw.completion_tokens
+    step.cost_usd += cost
+    run.totals.prompt_tokens += raw.prompt_tokens
+    run.totals.completion_tokens += raw.completion_tokens
+    run.totals.cost_usd += cost
+    attempt = Attempt(
+        raw=raw.model_dump(exclude_none=True),
+        latency_s=round(result.latency_s, 4),
+        transport_retries=result.transport_retries,
+        protocol=result.protocol,
+    )
+    if error is not None:
+        attempt.error, attempt.error_type = str(error), type(error).__name__
+    return attempt
+
+
+def _zoom(run: Run, step: Step, seen: _Perceived, grounded: Grounded) -> None:
+    """Ask again on a crop around the first answer when its target is likely too small for it
+    (agent.zoom). The answer, mapped back through the crop, replaces ``step.targets``; an
+    unusable one leaves the first answer. Everything is kept in ``step.zoom``."""
+    action, size_image = grounded.action, step.geometry.size_image
+    if not step.targets:
+        return
+    first = step.targets[0]
+    previous = run.steps[-1] if run.steps else None
+    retried = retried_unchanged(previous, action, first.point_image)
+    reason = zoom_reason(run.recovery.zoom, action, size_image, seen.sent.size, retried, run.force_zoom)
+    element = element_for(action, grounded.thought)
+    if reason is None or element is None:
+        return
+    run.force_zoom = None
+    t0 = time.monotonic()
+    crop_image = crop_for(first.point_image, size_image)
+    crop = cut_crop(seen.image, crop_image, run.settings.max_image_tokens, run.settings.image_encoding)
+    zoom = step.zoom = Zoom(
+        reason=reason,
+        element_info=element,
+        crop_image=crop_image,
+        sent=SentInfo(
+            width=crop.size[0], height=crop.size[1], encoding=crop.encoding, bytes=crop.n_bytes, tokens=crop.tokens
+        ),
+        first=list(step.targets),
+        crop_s=round(time.monotonic() - t0, 4),
+    )
+    ask_for = GroundingAsk(element, action.kind, (crop_image[2], crop_image[3]))
+
+    def request(feedback: str | None, no_thinking: bool) -> StepRequest:
+        # thinking off: pointing again at a named element needs no reasoning, only time
+        return StepRequest(run.task, step.step, crop, no_thinking=True, grounding=ask_for)
+
+    def on_reply(result: PlannerResult, error: ModelError | None) -> None:
+        before = (step.prompt_tokens, step.completion_tokens, step.cost_usd)
+        zoom.attempts.append(_account(run, step, result, error))
+        zoom.prompt_text, zoom.estimated_tokens = result.prompt_text, result.estimated_tokens
+        zoom.prompt_tokens += step.prompt_tokens - before[0]
+        zoom.completion_tokens += step.completion_tokens - before[1]
+        zoom.cost_usd = round(zoom.cost_usd + step.cost_usd - before[2], 8)
+        zoom.model_s = round(zoom.model_s + result.latency_s, 4)
+
+    zoomed, feedback = ask(run.planner, request, step.geometry, 1, on_reply, check_zoom_answer, crop_image)
+    if zoomed is None:
+        zoom.error = feedback
+    else:
+        zoom.used = True
+        step.targets = [zoomed.targets[0]]
+    step.timings.zoom_s = round(time.monotonic() - t0, 4)
 
 
 def _gate(run: Run, step: Step, action: Action) -> tuple[Action | None, str]:
@@ -330,6 +432,48 @@ def _act(run: Run, step: Step, action: Action) -> str:
     if run.hooks.settle is not None:
         step.timings.settle_s = round(run.hooks.settle(), 4)
     return note
+
+
+def _progress(run: Run, step: Step) -> str:
+    """Did the action change the screen? Then look for a loop and escalate (agent.progress).
+    Returns what the model should read about it in its history ("" if nothing)."""
+    if run.recovery.changed is not None:
+        fraction = run.recovery.changed(step)
+    else:
+        before = run.thumbs.get(step.step)
+        after = getattr(run.hooks.settle, "last_probe", None)  # AdaptiveSettle keeps its last thumbnail
+        fraction = changed_since(before.result() if before is not None else None, after)
+    if fraction is not None:
+        step.changed_fraction = round(fraction, 6)
+        step.screen_changed = is_change(fraction)
+
+    def same_screen(a: int, b: int) -> bool:
+        if a not in run.thumbs or b not in run.thumbs:
+            return False
+        return not is_change(changed_since(run.thumbs[a].result(), run.thumbs[b].result()) or 0.0)
+
+    loop = find_loop([*run.steps, step], same_screen)
+    notes = ["the screen did not change"] if step.screen_changed is False else []
+    if loop is None:
+        run.loop_level = 0
+        return "; ".join(notes)
+    run.loop_level += 1
+    response: Response = ESCALATION[min(run.loop_level, len(ESCALATION)) - 1]
+    if response == "zoom":
+        if run.recovery.zoom == "off":
+            response = "told"  # --zoom off: tell it again
+        else:
+            run.force_zoom = "a loop: the model was told and did the same again"
+    note = loop_note(loop, response)
+    if response == "stuck" and run.recovery.on_stuck is not None:
+        advice = run.recovery.on_stuck(step, loop.message)
+        if advice is not None:  # the person answered: the model reads it and the run goes on
+            response, run.loop_level, note = "asked", 0, f"No progress: {loop.message}. The user says: {advice}"
+    if response == "stuck":
+        run.stop = ("stuck", f"{loop.message}; the model was told twice and went on")
+        note = ""
+    step.loop = LoopCheck(kind=loop.kind, steps=list(loop.steps), response=response, message=loop.message)
+    return "; ".join(filter(None, [*notes, note]))
 
 
 def _record(run: Run, step: Step) -> None:

@@ -21,7 +21,7 @@ from agent.capture import ImageScreen, MssScreen, Screen
 from agent.commands.common import Console, add_model_arguments, settings_from_args
 from agent.display import display_warning
 from agent.errors import EXIT_DONE, EXIT_INTERRUPTED, EXIT_NOT_DONE, Interrupted
-from agent.loop import Limits, run_episode
+from agent.loop import Limits, Recovery, run_episode
 from agent.planner import GLMPlanner
 from agent.safety import (
     DEFAULT_ALWAYS_CONFIRM,
@@ -34,6 +34,7 @@ from agent.safety import (
 )
 from agent.settle import AdaptiveSettle, SettleConfig
 from agent.trajectory import JsonlRecorder, Step
+from agent.zoom import ZOOM_MODES
 
 STATUS_EXIT = {
     "done": EXIT_DONE,
@@ -41,6 +42,7 @@ STATUS_EXIT = {
     "max_steps": EXIT_NOT_DONE,
     "max_time": EXIT_NOT_DONE,
     "max_cost": EXIT_NOT_DONE,
+    "stuck": EXIT_NOT_DONE,
     "interrupted": EXIT_INTERRUPTED,
 }
 
@@ -82,6 +84,14 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="the screen counts as settled once unchanged this long (default: 0.08)",
     )
+    where.add_argument(
+        "--zoom",
+        choices=ZOOM_MODES,
+        default="auto",
+        help="re-ground a click on a zoomed-in crop around the model's first answer: auto (when the target "
+        "is likely too small for it: a small box, a screen sent shrunk, or the same click changed nothing), "
+        "always, off (default: auto)",
+    )
     limits = run.add_argument_group("limits and output")
     limits.add_argument("--max-steps", type=positive_int, default=30, metavar="N", help="step budget (default: 30)")
     limits.add_argument(
@@ -122,18 +132,25 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
 
 
 def step_line(step: Step, scrub: Callable[[str], str] | None = None) -> str:
-    """One line per step: number, what the action does and where, latency, tokens, retries, problems."""
+    """One line per step: number, what the action does and where, latency, tokens, retries, zoom,
+    whether the screen changed, a loop, problems."""
     if step.action is not None:
         action = ACTION_ADAPTER.validate_python(step.action)
         what = describe(action, [t.point_screen for t in step.targets], limit=60, scrub=scrub)
     else:
         what = "-"
-    retries = f"  [{len(step.attempts) - 1} retries]" if len(step.attempts) > 1 else ""
+    flags = f"  [{len(step.attempts) - 1} retries]" if len(step.attempts) > 1 else ""
+    if step.zoom is not None:
+        flags += "  [zoomed in]" if step.zoom.used else "  [zoom answer not used]"
     tokens = step.prompt_tokens + step.completion_tokens
     usage = f"  {tokens:,} tok" + (f" ${step.cost_usd:.4f}" if step.cost_usd else "") if tokens else ""
     note = f"  ({step.note})" if step.decision in ("refused", "skip", "edit") else ""
+    if step.screen_changed is False:
+        note += "  (the screen did not change)"
+    if step.loop is not None:
+        note += f"  loop: {step.loop.message} [{step.loop.response}]"
     error = f"  ! {step.error}" if step.error else ""
-    return f"step {step.step:>3}  {what}  {step.timings.model_s:.2f}s{usage}{retries}{note}{error}"
+    return f"step {step.step:>3}  {what}  {step.timings.model_s:.2f}s{usage}{flags}{note}{error}"
 
 
 @contextmanager
@@ -198,7 +215,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         stop_event = kill_switch.stop_event if kill_switch else None
         planner = GLMPlanner(settings, stop_event=stop_event, scrub=secrets.scrub)
         stack.callback(planner.close)
-        public = {**settings.public(), "model_retries": limits.model_retries}
+        public = {**settings.public(), "model_retries": limits.model_retries, "zoom": args.zoom}
         recorder = JsonlRecorder(
             args.recordings,
             args.task,
@@ -237,6 +254,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                 approve=approve,
                 refuse=(lambda action, points: scope.refuse(action.kind, points)) if scope else None,
                 settle=settle,
+                recovery=Recovery(zoom=args.zoom),
             )
     outcome = result.outcome
     cost = f", ${outcome.cost_usd:.4f}" if outcome.cost_usd else ""
