@@ -3,6 +3,9 @@ with fake models that point imprecisely, repeat a click that does nothing, or go
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 from PIL import Image, ImageDraw
 
@@ -16,6 +19,8 @@ from agent.loop import Limits, Recovery, run_episode
 from agent.planner import ScriptedPlanner
 from agent.progress import find_loop, same_action
 from agent.protocol import build_message
+from agent.replay.offline import check, simulate
+from agent.report import render
 from agent.trajectory import JsonlRecorder, Step, load
 from agent.zoom import crop_for, retried_unchanged, zoom_reason
 
@@ -331,3 +336,58 @@ def test_retried_unchanged_knows_the_same_element():
     assert not retried_unchanged(previous, act(("left_click", {"start_box": "[900,900]"})), (900, 900))
     changed = step(1, CLICK_AT, (500, 500), True)
     assert not retried_unchanged(changed, act(("left_click", {"start_box": "[500,500]"})), (500, 500))
+
+
+# --- replay --------------------------------------------------------------------------------
+
+
+def test_replay_check_regrounds_through_the_recorded_crop(tmp_path):
+    image, _ = small_target_screen((2560, 1440), 2)
+    planner = ScriptedPlanner([ImpreciseModel(k=10).decide_request], repeat_last=True)
+    _, _, rec = episode(planner, Desk(image), tmp_path, Recovery(zoom="auto"))
+    assert rec.steps[0].zoom is not None and rec.steps[0].zoom.used
+    assert check(rec) == [] and simulate(rec) == []
+    # the zoom reply now points elsewhere in the crop: check says which step and where
+    lines = (rec.path / "steps.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    content = first["zoom"]["attempts"][0]["raw"]["content"]
+    first["zoom"]["attempts"][0]["raw"]["content"] = re.sub(r"\[\d+,\d+\]", "[100,900]", content)
+    (rec.path / "steps.jsonl").write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    differences = check(load(rec.path))
+    assert len(differences) == 1 and differences[0].step == 1
+    crop_left, crop_top = rec.steps[0].zoom.crop_image[:2]
+    assert f"now [100, 900] = image ({crop_left + 26}, {crop_top + 230})" in str(differences[0])
+
+
+def test_replay_simulate_reproduces_the_loop_escalation(tmp_path):
+    image, _ = small_target_screen((1920, 1080), 5)
+    desk = Desk(image)
+    planner = ScriptedPlanner([CLICK], repeat_last=True)
+    result, _, rec = episode(planner, desk, tmp_path, Recovery(zoom="auto"), settle=desk, max_steps=30)
+    assert result.outcome.status == "stuck" and sum(s.zoom is not None for s in rec.steps) == 4
+    assert check(rec) == [] and simulate(rec) == []
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def test_the_report_draws_the_crop_both_points_and_the_progress(tmp_path):
+    image, _ = small_target_screen((2560, 1440), 2)
+    evil = "<img src=x onerror=alert(1)>"
+    first = f"<|begin_of_box|>left_click(start_box='[400,300]', element_info='{evil}')<|end_of_box|>"
+    zoomed = "<|begin_of_box|>left_click(start_box='[600,400]')<|end_of_box|>"
+    desk = Desk(image)
+    planner = ScriptedPlanner([first, zoomed, first, zoomed, first, zoomed])
+    result, _, rec = episode(planner, desk, tmp_path, Recovery(zoom="auto"), settle=desk, max_steps=3)
+    page = render(rec)
+    zoom = rec.steps[0].zoom
+    left, top, width, height = zoom.crop_image
+    assert f'<rect x="{left}" y="{top}" width="{width}" height="{height}" fill="none" stroke="#bc4c00"' in page
+    fx, fy = zoom.first[0].point_image
+    assert f'<circle cx="{fx}" cy="{fy}"' in page and 'stroke="#0969da"' in page
+    x, y = rec.steps[0].targets[0].point_image
+    assert (x, y) == (left + 154, top + 102) and f'<circle cx="{x}" cy="{y}"' in page
+    assert f"crop {width}x{height} at ({left}, {top}) sent as 784x784" in page and "‰ of the crop" in page
+    assert "<b>the screen did not change</b> (0.00 % of it)" in page
+    assert evil not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "zoom reply: accepted" in page and "the zoomed-in crop" in page
