@@ -173,18 +173,12 @@ def _overlay(step: Step) -> str:
     stroke = max(2.5, max(w, h) / 400)
     kind = (step.action or {}).get("kind", "")
     shapes = []
-    if step.zoom is not None:  # the crop the model was sent again, and where its first answer pointed
+    if step.zoom is not None:  # the crop the model was sent again
         cx, cy, cw, ch = step.zoom.crop_image
         shapes.append(
             f'<rect x="{cx}" y="{cy}" width="{cw}" height="{ch}" fill="none" stroke="#bc4c00" '
             f'stroke-width="{stroke:.1f}" stroke-dasharray="{stroke * 2:.1f}"/>'
         )
-        for first in step.zoom.first:
-            fx, fy = first.point_image
-            shapes.append(
-                f'<circle cx="{fx}" cy="{fy}" r="{r * 0.6:.1f}" fill="none" stroke="#0969da" '
-                f'stroke-width="{stroke:.1f}"/>'
-            )
     for target in step.targets:
         box = target.box_model
         if len(box) == 4:
@@ -210,6 +204,17 @@ def _overlay(step: Step) -> str:
                 f'stroke-width="{width:.1f}"/>'
             )
         shapes.append(f'<circle cx="{x}" cy="{y}" r="{stroke:.1f}" fill="#cf222e"/>')
+    if step.zoom is not None:  # drawn last, over the red marker: the first answer and the way to the zoomed one
+        for first, target in zip(step.zoom.first, step.targets):
+            (fx, fy), (x, y) = first.point_image, target.point_image
+            shapes.append(
+                f'<line x1="{fx}" y1="{fy}" x2="{x}" y2="{y}" stroke="#0969da" stroke-width="{stroke * 0.6:.1f}"/>'
+            )
+            for colour, width in (("#fff", stroke * 2), ("#0969da", stroke)):
+                shapes.append(
+                    f'<circle cx="{fx}" cy="{fy}" r="{r * 0.45:.1f}" fill="none" stroke="{colour}" '
+                    f'stroke-width="{width:.1f}"/>'
+                )
     if kind == "scroll" and step.targets:
         x, y = step.targets[0].point_image
         down = (step.action or {}).get("direction") == "down"
