@@ -124,7 +124,8 @@ class Run:
     background: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="deskpilot-history")
     )
-    thumbs: dict[int, Future[Image.Image]] = field(default_factory=dict)  # capture thumbnails of recent steps
+    thumbs: dict[int, Future[Image.Image]] = field(default_factory=dict)  # the screen before each recent step
+    last_probe: Image.Image | None = None  # the settled screen after the last action (the next "before")
     loop_level: int = 0  # consecutive steps that completed a loop (the escalation reached)
     force_zoom: str | None = None  # the escalation asks the next pointing step to zoom in
     stop: tuple[str, str] | None = None  # (status, message): end the run after this step
@@ -281,7 +282,14 @@ def _perceive(run: Run, number: int) -> tuple[Step, _Perceived]:
         half_shot = run.background.submit(
             prepare_for_model, shot.image, settings.max_image_tokens, settings.image_encoding, half=True
         )
-    run.thumbs[number] = run.background.submit(thumbnail, shot.image)  # the progress check's "before"
+    # The progress check's "before": the settle's last probe of the previous action, taken an
+    # instant before this capture; without one (first step, nothing done) a thumbnail of it.
+    before: Future[Image.Image] = Future()
+    if run.last_probe is not None:
+        before.set_result(run.last_probe)
+    else:
+        before = run.background.submit(thumbnail, shot.image)
+    run.thumbs[number], run.last_probe = before, None
     for old in [n for n in run.thumbs if n <= number - 4]:
         del run.thumbs[old]
     return step, _Perceived(sent, half_shot, shot.image)
@@ -443,6 +451,7 @@ def _progress(run: Run, step: Step) -> str:
         before = run.thumbs.get(step.step)
         after = getattr(run.hooks.settle, "last_probe", None)  # AdaptiveSettle keeps its last thumbnail
         fraction = changed_since(before.result() if before is not None else None, after)
+        run.last_probe = after
     if fraction is not None:
         step.changed_fraction = round(fraction, 6)
         step.screen_changed = is_change(fraction)

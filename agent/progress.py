@@ -1,12 +1,14 @@
 """Progress checks and loop detection: did an action change the screen, and is the run going round?
 
 **Progress.** After an action the loop lets the screen settle (``agent.settle``), polling a
-small grayscale thumbnail. ``changed_since`` compares the thumbnail of the capture the
-model saw (made in the background while the model thinks) with the settle's last probe:
-the share of thumbnail pixels that moved by more than ``PIXEL_THRESHOLD`` gray levels. More
-than ``NO_CHANGE_TOLERANCE`` (the settle's own tolerance, about a 32x32-pixel area at
-1080p: a blinking cursor does not count) is a change. It costs one comparison of two
-thumbnails on the step's path (well under a millisecond), plus the background thumbnail.
+small grayscale thumbnail. ``changed_since`` compares the screen before the action with the
+settle's last probe: the share of thumbnail pixels that moved by more than
+``PIXEL_THRESHOLD`` gray levels. More than ``NO_CHANGE_TOLERANCE`` (the settle's own
+tolerance, about a 32x32-pixel area at 1080p: a blinking cursor does not count) is a
+change. "Before" is the previous action's last probe, taken an instant before the capture
+the model saw (or, on a first step, a thumbnail of that capture made in the background
+while the model thinks), so a step costs one comparison of two thumbnails (well under a
+millisecond) and no extra capture.
 
 **Loops.** ``find_loop(steps, same_screen)`` looks at the last steps:
 
