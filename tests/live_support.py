@@ -4,7 +4,7 @@
 * ``xvfb_display(width, height)`` (from ``agent.xvfb``, shared with ``bench --live``): a context manager running Xvfb (``-nolisten tcp``, on a
   free display number chosen by Xvfb itself through ``-displayfd``) plus openbox, with
   ``os.environ["DISPLAY"]`` pointing at it inside the block; yields the display name.
-* ``TargetApp(events_file=None, geometry=None)``: starts ``tests/apps/target_app.py`` on
+* ``TargetApp(events_file=None, geometry=None, small_target=None)``: starts ``tests/apps/target_app.py`` on
   the current DISPLAY and waits for its "ready" event (kept as ``.ready``); ``events()``
   reads back what it logged (format: that file's docstring), ``wait_for(predicate,
   timeout, since=0)`` polls until ``predicate(events)`` holds, ``mark()`` counts events
@@ -45,7 +45,11 @@ class TargetApp:
     """
 
     def __init__(
-        self, events_file: str | Path | None = None, geometry: str | None = None, timeout: float = 15.0
+        self,
+        events_file: str | Path | None = None,
+        geometry: str | None = None,
+        timeout: float = 15.0,
+        small_target: int | None = None,
     ) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="deskpilot-target-")
         self.events_file = Path(events_file or Path(self._dir.name) / "events.jsonl")
@@ -53,6 +57,8 @@ class TargetApp:
         command = [sys.executable, str(TARGET_APP), str(self.events_file)]
         if geometry:
             command += ["--geometry", geometry]
+        if small_target:
+            command += ["--small-target", str(small_target)]
         self._stderr = open(Path(self._dir.name) / "stderr.txt", "w+")
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self._stderr)
         try:
@@ -97,7 +103,7 @@ class TargetApp:
             time.sleep(0.02)
 
     def rect(self, widget: str) -> dict[str, int]:
-        """The screen rectangle {x, y, width, height} of 'ok', 'entry', 'canvas' or 'window'."""
+        """The screen rectangle {x, y, width, height} of 'ok', 'entry', 'canvas', 'small' or 'window'."""
         return self.ready["window"] if widget == "window" else self.ready["widgets"][widget]
 
     def center(self, widget: str) -> tuple[int, int]:
