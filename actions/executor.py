@@ -38,8 +38,8 @@ class Executor(Protocol):
 
 
 def text_of(action: Action) -> str | None:
-    """The text an action carries: what it types, the keys it presses, the answer or reason."""
-    for name in ("content", "keys", "answer", "reason"):
+    """The text an action carries: what it types, the keys it presses, the answer, reason or question."""
+    for name in ("content", "keys", "answer", "reason", "question"):
         value = getattr(action, name, None)
         if value is not None:
             return value

@@ -23,7 +23,19 @@ from collections.abc import Callable
 
 from actions.executor import PointScreen
 from actions.keys import parse_combo
-from actions.schema import Action
+from actions.schema import (
+    Action,
+    Hover,
+    Key,
+    LeftClick,
+    LeftDoubleClick,
+    LeftDrag,
+    MiddleClick,
+    RightClick,
+    Scroll,
+    Type,
+    Wait,
+)
 from agent.display import check_display
 from agent.errors import DisplayError, Interrupted
 
@@ -127,30 +139,33 @@ class PyAutoGuiExecutor:
             raise Interrupted("pyautogui fail-safe: the mouse was moved into a screen corner") from None
 
     def _execute(self, action: Action, points: list[PointScreen]) -> None:
-        gui, kind = self._gui, action.kind
-        if kind in _BUTTONS:
-            gui.click(*points[0], button=_BUTTONS[kind])
-        elif kind == "left_double_click":
+        gui = self._gui
+        if isinstance(action, (LeftClick, RightClick, MiddleClick)):
+            gui.click(*points[0], button=_BUTTONS[action.kind])
+        elif isinstance(action, LeftDoubleClick):
             gui.click(*points[0], clicks=2, interval=0.05, button="left")
-        elif kind == "hover":
+        elif isinstance(action, Hover):
             gui.moveTo(*points[0])
-        elif kind == "left_drag":
+        elif isinstance(action, LeftDrag):
             (x0, y0), (x1, y1) = points
             gui.moveTo(x0, y0)
             gui.mouseDown(x0, y0, button="left")
             gui.moveTo(x1, y1, duration=self.drag_seconds)  # apps must see motion to drag
             gui.mouseUp(x1, y1, button="left")
-        elif kind == "scroll":
+        elif isinstance(action, Scroll):
             gui.moveTo(*points[0])
             gui.scroll(action.step if action.direction == "up" else -action.step)
-        elif kind == "key":
+        elif isinstance(action, Key):
             gui.hotkey(*parse_combo(action.keys))
-        elif kind == "type":
+        elif isinstance(action, Type):
+            if points:  # a type action with a box: click there first, then type
+                gui.click(*points[0], button="left")
+                self._wait_buttons_released()
             self._type(action.content)
-        elif kind == "WAIT":
+        elif isinstance(action, Wait):
             self._sleep(self.wait_seconds)
         # DONE and FAIL do nothing.
-        if kind in _BUTTONS or kind in ("left_double_click", "left_drag", "scroll"):
+        if isinstance(action, (LeftClick, RightClick, MiddleClick, LeftDoubleClick, LeftDrag, Scroll)):
             self._wait_buttons_released()
 
     def _type(self, text: str) -> None:

@@ -17,13 +17,22 @@ import copy
 import functools
 import json
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    WithJsonSchema,
+    model_serializer,
+)
 
 from agent.errors import CoordinateOutOfRange, InvalidArguments, UnknownAction
+from agent.geometry import check_model
 
-MODEL_SPACE_MAX = 1000
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
@@ -52,11 +61,7 @@ def parse_model_box(value: Any) -> tuple[int, ...]:
     if len(coords) not in (2, 4):
         raise InvalidArguments(f"expected a point [x,y] or a box [x1,y1,x2,y2], got {len(coords)} numbers in {value!r}")
     for c in coords:
-        if not 0 <= c <= MODEL_SPACE_MAX:
-            raise CoordinateOutOfRange(
-                f"coordinate {c:g} in {value!r} is outside 0-{MODEL_SPACE_MAX}: coordinates are "
-                "thousandths of the screenshot's width and height, not pixels"
-            )
+        check_model(c, value)
     return tuple(int(round(c)) for c in coords)
 
 
@@ -77,6 +82,11 @@ ElementInfo = Annotated[str, Field(description="What is being pointed at, e.g. '
 class _Action(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
+    # How the action is written in the prompt's action space (``action_space_text``): a short
+    # comment, and placeholders that differ from the defaults ('[x,y]' for a point, '' for text).
+    prompt_hint: ClassVar[str] = ""
+    prompt_placeholders: ClassVar[dict[str, str]] = {}
+
 
 class _Pointing(_Action):
     start_box: ModelBox
@@ -87,6 +97,7 @@ class LeftClick(_Pointing):
     """Click the left mouse button on an element."""
 
     kind: Literal["left_click"] = "left_click"
+    prompt_hint: ClassVar[str] = "click the element at [x,y]"
 
 
 class RightClick(_Pointing):
@@ -105,6 +116,7 @@ class Hover(_Pointing):
     """Move the mouse over an element without clicking."""
 
     kind: Literal["hover"] = "hover"
+    prompt_hint: ClassVar[str] = "move the mouse without clicking"
 
 
 class LeftDoubleClick(_Pointing):
@@ -117,6 +129,7 @@ class LeftDrag(_Action):
     """Press the left button at start_box, move to end_box, release."""
 
     kind: Literal["left_drag"] = "left_drag"
+    prompt_placeholders: ClassVar[dict[str, str]] = {"start_box": "[x1,y1]", "end_box": "[x2,y2]"}
     start_box: ModelBox
     end_box: ModelBox
     element_info: ElementInfo = ""
@@ -126,6 +139,7 @@ class Key(_Action):
     """Press a key or a combination joined by '+', e.g. 'ctrl+c', 'enter'."""
 
     kind: Literal["key"] = "key"
+    prompt_hint: ClassVar[str] = "a key or a combination joined by '+', e.g. 'ctrl+c', 'enter', 'alt+f4'"
     keys: Annotated[str, Field(min_length=1, description="Keys joined by '+', e.g. 'ctrl+s'.")]
 
 
@@ -133,13 +147,25 @@ class Type(_Action):
     """Type text into the focused element (does not click or clear it first)."""
 
     kind: Literal["type"] = "type"
+    prompt_hint: ClassVar[str] = "types into the focused element; click the field first, it does not clear it"
     content: Annotated[str, Field(description="The exact text to type.")]
+    start_box: ModelBox | None = None
+    """Where to click first, then type (the mobile ``input_text`` shape carries a box); None: the focused element."""
+
+    @model_serializer(mode="wrap")
+    def _without_unset_box(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A type action without a box dumps exactly as before the box existed (recordings compare equal)."""
+        data = handler(self)
+        if data.get("start_box") is None:
+            data.pop("start_box", None)
+        return data
 
 
 class Scroll(_Action):
     """Scroll with the mouse over an element."""
 
     kind: Literal["scroll"] = "scroll"
+    prompt_placeholders: ClassVar[dict[str, str]] = {"direction": "down or up"}
     start_box: ModelBox
     direction: Annotated[
         Literal["up", "down"], BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v)
@@ -152,12 +178,14 @@ class Wait(_Action):
     """Wait about 5 seconds for the screen to change."""
 
     kind: Literal["WAIT"] = "WAIT"
+    prompt_hint: ClassVar[str] = "wait about 5 seconds for the screen to change"
 
 
 class Done(_Action):
     """The task is complete. For a question about the screen, give the answer."""
 
     kind: Literal["DONE"] = "DONE"
+    prompt_hint: ClassVar[str] = "the task is complete; if the task asks a question, put the answer in answer"
     answer: Annotated[str | None, Field(description="The answer, if the task asked a question.")] = None
 
 
@@ -165,7 +193,20 @@ class Fail(_Action):
     """The task cannot be completed."""
 
     kind: Literal["FAIL"] = "FAIL"
+    prompt_hint: ClassVar[str] = "the task cannot be done"
     reason: Annotated[str | None, Field(description="Why the task is infeasible.")] = None
+
+
+class CallUser(_Action):
+    """Ask the person at the computer a question (information only they have, or a choice that is
+    theirs to make); their answer comes with the next step. Offered only when someone can answer."""
+
+    kind: Literal["call_user"] = "call_user"
+    prompt_hint: ClassVar[str] = (
+        "ask the person at this computer what only they can tell (a password, a choice that is theirs); "
+        "their answer comes with the next step"
+    )
+    question: Annotated[str, Field(min_length=1, description="The question, in one or two sentences.")]
 
 
 Action = Annotated[
@@ -182,6 +223,7 @@ Action = Annotated[
         Wait,
         Done,
         Fail,
+        CallUser,
     ],
     Field(discriminator="kind"),
 ]
@@ -201,10 +243,12 @@ ACTION_TYPES: dict[str, type[_Action]] = {
         Wait,
         Done,
         Fail,
+        CallUser,
     )
 }
 POINTING_KINDS = frozenset(k for k, c in ACTION_TYPES.items() if "start_box" in c.model_fields)
 TERMINAL_KINDS = frozenset({"DONE", "FAIL"})
+ASK_KIND = "call_user"  # neither pointing nor terminal: the loop asks the person, nothing is executed
 
 # Names the model is known to use for the same actions, mapped to the trained ones.
 _ALIASES = {
@@ -235,6 +279,7 @@ _ALIASES = {
     "press_key": "key",
     "key_press": "key",
     "write": "type",
+    "ask_user": "call_user",  # GLM's own OSWorld agent names it ASK_USER
 }
 # Argument names seen in the wild, mapped to the trained ones.
 _ARG_ALIASES = {
@@ -284,6 +329,11 @@ def build_action(name: str, arguments: dict[str, Any]) -> Action:
             if isinstance(args.get(other), str):
                 args["reason"] = args.pop(other)
                 break
+    if kind == ASK_KIND and "question" not in args:
+        for other in ("content", "message", "query", "prompt"):
+            if isinstance(args.get(other), str):
+                args["question"] = args.pop(other)
+                break
     args["kind"] = kind
     try:
         return ACTION_ADAPTER.validate_python(args)
@@ -310,16 +360,22 @@ def _model_error_inside(exc: Exception) -> Exception | None:
     return None
 
 
-def tool_schemas() -> list[dict[str, Any]]:
-    """OpenAI-style tool definitions, one per action, generated from the models above."""
-    return copy.deepcopy(_tool_schemas())
+def offered_kinds(ask_user: bool) -> tuple[str, ...]:
+    """The action names offered to the model: every action, call_user only when someone can answer."""
+    return tuple(kind for kind in ACTION_TYPES if ask_user or kind != ASK_KIND)
 
 
-@functools.lru_cache(maxsize=1)
-def _tool_schemas() -> list[dict[str, Any]]:
+def tool_schemas(ask_user: bool = False) -> list[dict[str, Any]]:
+    """OpenAI-style tool definitions, one per offered action, generated from the models above."""
+    return copy.deepcopy(_tool_schemas(ask_user))
+
+
+@functools.lru_cache(maxsize=2)
+def _tool_schemas(ask_user: bool) -> list[dict[str, Any]]:
     # pydantic builds JSON schemas slowly (~9 ms for all actions): once per process
     tools = []
-    for kind, cls in ACTION_TYPES.items():
+    for kind in offered_kinds(ask_user):
+        cls = ACTION_TYPES[kind]
         schema = cls.model_json_schema()
         props = {k: v for k, v in schema.get("properties", {}).items() if k != "kind"}
         for prop in props.values():
@@ -336,6 +392,35 @@ def _tool_schemas() -> list[dict[str, Any]]:
             }
         )
     return tools
+
+
+@functools.lru_cache(maxsize=8)
+def action_space_text(kinds: frozenset[str] | None = None) -> str:
+    """The action space in the trained text format, one line per action, generated from the models
+    (like the tool schemas): ``left_click(start_box='[x,y]', element_info='')  # click ...``.
+    Optional arguments the model was not trained with (e.g. type's start_box) are left out."""
+    lines = []
+    for kind, cls in ACTION_TYPES.items():
+        if kinds is not None and kind not in kinds:
+            continue
+        args = []
+        for name, info in cls.model_fields.items():
+            if name == "kind" or (not info.is_required() and info.default is None and kind not in TERMINAL_KINDS):
+                continue
+            if name in cls.prompt_placeholders:
+                value = repr(cls.prompt_placeholders[name])
+            elif name in ("start_box", "end_box"):
+                value = "'[x,y]'"
+            elif isinstance(info.default, int) and not isinstance(info.default, bool):
+                value = str(info.default)
+            elif get_origin(info.annotation) is Literal:
+                value = repr(" or ".join(get_args(info.annotation)))
+            else:
+                value = "''"
+            args.append(f"{name}={value}")
+        line = f"{kind}({', '.join(args)})"
+        lines.append(f"{line}  # {cls.prompt_hint}" if cls.prompt_hint else line)
+    return "\n".join(lines)
 
 
 def action_to_call(action: Action) -> str:

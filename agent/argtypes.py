@@ -19,7 +19,7 @@ MIN_IMAGE_TOKENS = 64  # below this a screenshot is a blur of a few patches: not
 def _number(cast: type, low: float, strict: bool, high: float | None = None) -> Callable[[str], float]:
     word = "a whole number" if cast is int else "a number"
 
-    def parse(text: str):  # type: ignore[no-untyped-def]
+    def parse(text: str) -> float:
         try:
             value = cast(text)
         except ValueError:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from agent import __version__
-from agent.commands import bench, replay, run, view
+from agent.commands import bench, doctor, replay, run, view
 from agent.commands.common import Console, Parser
 from agent.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, DeskpilotError
 
@@ -29,6 +29,10 @@ COMMANDS: tuple[tuple[str, str, str, Callable[[argparse.ArgumentParser], None], 
     ("bench", "measure perception, settle, tokens, replay and step overhead",
      "Measure what everything around the model costs, each figure beside a baseline measured in the same run.",
      bench.add_arguments, bench.cmd_bench),
+    ("doctor", "report this desktop's setup (and --endpoint) for a bug report",
+     "Check what deskpilot finds on this desktop: session, monitors, scale, input libraries, keyboard, hotkeys, "
+     "where the pointer lands; with --endpoint, one small request to the provider. Exit 0: all well; 1: problems.",
+     doctor.add_arguments, doctor.cmd_doctor),
 )  # fmt: skip
 
 
@@ -62,6 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         console.say("deskpilot: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (e.g. `deskpilot doctor | head`): not an error of ours
+        sys.stderr.close()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug: say so without a wall of traceback
         if os.environ.get("DESKPILOT_DEBUG"):

@@ -7,6 +7,7 @@ recording header (``Settings.public()``), or in a log line.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -127,11 +128,11 @@ class Settings(BaseModel):
         Key order: ``api_key``, then DESKPILOT_API_KEY, then the provider's own variable.
         With ``require_key`` a missing key raises UsageError naming the variable to set.
         """
-        env = os.environ if env is None else env
+        environ: Mapping[str, str] = os.environ if env is None else env
         if provider not in PROVIDERS:
             raise UsageError(f"unknown provider {provider!r}: choose one of {', '.join(PROVIDERS)}")
         preset = PROVIDERS[provider]
-        key = api_key or env.get("DESKPILOT_API_KEY") or (env.get(preset.key_env) if preset.key_env else None)
+        key = api_key or environ.get("DESKPILOT_API_KEY") or (environ.get(preset.key_env) if preset.key_env else None)
         if require_key and not key and preset.key_env is not None and provider != "openai":
             raise UsageError(
                 f"no API key for {provider}: set {preset.key_env} (or DESKPILOT_API_KEY), or pass --api-key"

@@ -24,13 +24,15 @@ Two families, kept apart on purpose:
           +-- DisplayError               exit 2: no display / Wayland / bad monitor
           +-- EndpointError              exit 3: the model endpoint failed
           |    +-- AuthRejected          exit 3: 401/403 from the provider
+          |    +-- MalformedCompletion   exit 3: a 200 whose JSON is not a chat completion
+          +-- TimeBudgetExceeded         exit 1: the run's deadline (--max-time) came first
           +-- Interrupted                exit 130: kill hotkey or Ctrl-C
 """
 
 from __future__ import annotations
 
 EXIT_DONE = 0
-EXIT_NOT_DONE = 1  # the model declared the task infeasible, a budget ran out, or the run was stuck in a loop
+EXIT_NOT_DONE = 1  # infeasible, a budget ran out, or stuck in a loop (doctor: a problem)
 EXIT_USAGE = 2
 EXIT_ENDPOINT = 3
 EXIT_INTERNAL = 4
@@ -42,8 +44,9 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (EXIT_DONE, "the model declared the task done (replay: every step matched or was healed)"),
     (
         EXIT_NOT_DONE,
-        "the model declared it infeasible, a step/time/cost budget ran out, or it was stuck repeating "
-        "actions that changed nothing (replay: a step differed)",
+        "the model declared it infeasible or asked with no one to answer, a step/time/cost budget ran out, "
+        "or it was stuck repeating actions that changed nothing (replay: a step differed; doctor: a problem "
+        "was found)",
     ),
     (EXIT_USAGE, "usage or configuration error (bad flags, missing key, no display, unreadable recording, disk full)"),
     (EXIT_ENDPOINT, "the model endpoint failed (key rejected, unreachable or malformed replies after retries)"),
@@ -112,6 +115,19 @@ class EndpointError(DeskpilotError):
 
 class AuthRejected(EndpointError):
     """The provider rejected the API key (HTTP 401 or 403)."""
+
+
+class MalformedCompletion(EndpointError):
+    """The endpoint answered 200, but its JSON is not a chat completion of the expected shape
+    (no choices, a message that is not an object, content of an unknown type...). The planner
+    retries it like a 5xx; after the retries it ends the run as an EndpointError."""
+
+
+class TimeBudgetExceeded(DeskpilotError):
+    """The run's deadline (``--max-time``) was reached while waiting for the model: no request,
+    retry or backoff goes past it. The run ends not done (outcome ``max_time``), exit 1."""
+
+    exit_code = EXIT_NOT_DONE
 
 
 class Interrupted(DeskpilotError):

@@ -6,7 +6,8 @@ returns a reply in any of these forms:
 
 * a string: the message content;
 * a dict with ``content`` and/or ``tool_calls`` (a message), or a full completion;
-* a ``FakeHTTP(status, body, headers, delay_s)`` for fault injection (429, 500, hangs...).
+* a ``FakeHTTP(status, body, headers, delay_s, drip_s)`` for fault injection (429, 500, hangs,
+  a body dripped one byte every ``drip_s`` seconds...).
 
 Every request body is kept in ``requests`` for assertions. ``images_in`` decodes the
 data-URL images of a request, so a brain can look at the screenshot it was sent.
@@ -37,7 +38,8 @@ class FakeHTTP:
     status: int
     body: Any = None  # dict -> JSON, str -> text, None -> empty
     headers: dict[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0
+    delay_s: float = 0.0  # wait before answering
+    drip_s: float = 0.0  # send the body one byte at a time, this long apart (a server that never quite stops)
 
 
 Brain = Callable[[dict[str, Any]], Any]
@@ -123,11 +125,11 @@ class FakeModelServer:
                 if isinstance(reply, FakeHTTP):
                     if reply.delay_s:
                         time.sleep(reply.delay_s)
-                    self._send(reply.status, reply.body, reply.headers)
+                    self._send(reply.status, reply.body, reply.headers, reply.drip_s)
                 else:
                     self._send(200, completion(reply, body.get("model", "fake-glm")))
 
-            def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+            def _send(self, status: int, body: Any, headers: dict[str, str] | None = None, drip_s: float = 0.0) -> None:
                 if isinstance(body, (dict, list)):
                     data, ctype = json.dumps(body).encode(), "application/json"
                 else:
@@ -139,7 +141,13 @@ class FakeModelServer:
                     for key, value in (headers or {}).items():
                         self.send_header(key, value)
                     self.end_headers()
-                    self.wfile.write(data)
+                    if drip_s:
+                        for i in range(len(data)):
+                            self.wfile.write(data[i : i + 1])
+                            self.wfile.flush()
+                            time.sleep(drip_s)
+                    else:
+                        self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test): nothing to tell it
 
@@ -150,7 +158,7 @@ class FakeModelServer:
     @property
     def base_url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://{host!s}:{port}/v1"
 
     def start(self) -> FakeModelServer:
         self._thread.start()

@@ -62,16 +62,23 @@ def box_center(box_model: tuple[int, ...]) -> tuple[float, float]:
     raise ValueError(f"a point has 2 coordinates and a box 4, got {box_model!r}")
 
 
-def model_to_image(point_model: tuple[float, float], size_image: tuple[int, int]) -> tuple[int, int]:
-    """Thousandths of the sent image -> pixel of the captured image (clamped inside it).
+def check_model(value: float, source: object = None) -> float:
+    """The one check of the model-space bound: a coordinate must lie in 0-1000.
 
-    Raises CoordinateOutOfRange (a model error) for values outside 0-1000: they are
-    not clicked, because they are almost always pixels mistaken for thousandths.
-    """
-    x_model, y_model = point_model
-    for value in (x_model, y_model):
-        if not 0 <= value <= MODEL_SPACE:
-            raise CoordinateOutOfRange(f"coordinate {value:g} is outside 0-{MODEL_SPACE} (thousandths of the image)")
+    Values outside are a model error (CoordinateOutOfRange), never clicked: they are almost
+    always pixels mistaken for thousandths."""
+    if not 0 <= value <= MODEL_SPACE:
+        where = f" in {source!r}" if source is not None else ""
+        raise CoordinateOutOfRange(
+            f"coordinate {value:g}{where} is outside 0-{MODEL_SPACE}: coordinates are thousandths of the "
+            "screenshot's width and height, not pixels"
+        )
+    return value
+
+
+def model_to_image(point_model: tuple[float, float], size_image: tuple[int, int]) -> tuple[int, int]:
+    """Thousandths of the sent image -> pixel of the captured image (clamped inside it)."""
+    x_model, y_model = (check_model(v) for v in point_model)
     width_image, height_image = size_image
     x_image = min(int(round(x_model / MODEL_SPACE * width_image)), width_image - 1)
     y_image = min(int(round(y_model / MODEL_SPACE * height_image)), height_image - 1)

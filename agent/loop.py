@@ -10,6 +10,9 @@ settings, limits, history, memory, totals, recorder, hooks)::
     zoom      a pointing target likely too small for the first answer is asked again on a
               crop around it (agent.zoom; ``Recovery.zoom``): at most one extra request
     gate      the window scope may refuse it; the person may approve, skip, edit or quit
+    ask       call_user instead: the question goes to the person (``Hooks.ask_user``), the
+              answer into the history; with no one to ask the run ends as fail, the question
+              its reason
     act       the executor performs it, then the screen is given time to settle
     progress  did the action change the screen (agent.progress)? A loop (the same action
               on an unchanged screen three times, or an A-B-A-B cycle) is answered in
@@ -18,6 +21,10 @@ settings, limits, history, memory, totals, recorder, hooks)::
     record    the Step goes to the recorder and ``on_step`` whatever happened (``finally``)
     remember  the step joins the history the model reads (with "the screen did not change"
               and any loop note as its result)
+
+Between steps the person may take the desktop over (``Hooks.takeover``): that is recorded as a
+human step (decision ``takeover``, screenshots before and after) and the model is told in its
+history. Time the person spends (answering, holding the desktop) is not charged to ``max_time``.
 
 Our errors (endpoint, display) end the run as ``error``; the outcome is written even after an
 error or Ctrl-C, so a recording on disk always loads.
@@ -30,25 +37,40 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from PIL import Image
 
 from actions.executor import Executor, PointScreen
-from actions.schema import TERMINAL_KINDS, Action, action_to_call
+from actions.schema import TERMINAL_KINDS, Action, CallUser, Done, Fail, action_to_call
 from agent.capture import Screen, thumbnail
 from agent.config import Settings
-from agent.errors import DeskpilotError, Interrupted, ModelError
+from agent.errors import DeskpilotError, Interrupted, ModelError, TimeBudgetExceeded
 from agent.grounding import Grounded, ask, feedback_for, ground_action
 from agent.image import SentImage, prepare_for_model
 from agent.planner import Planner, PlannerResult
 from agent.progress import ESCALATION, Response, changed_since, find_loop, is_change, loop_note
 from agent.protocol import GroundingAsk, HistoryEntry, StepRequest
 from agent.safety import Decision
-from agent.trajectory import Attempt, JsonlRecorder, LoopCheck, Outcome, SentInfo, Step, Zoom
+from agent.text import quoted
+from agent.trajectory import Attempt, JsonlRecorder, LoopCheck, Outcome, OutcomeStatus, SentInfo, Step, Zoom
 from agent.zoom import ZoomMode, check_zoom_answer, crop_for, cut_crop, element_for, retried_unchanged, zoom_reason
 
 Approve = Callable[[Action, list[PointScreen]], Decision]
 Refuse = Callable[[Action, list[PointScreen]], "str | None"]
+AskUser = Callable[[str], "str | None"]  # the question -> the person's answer (None: no answer)
+
+
+class Takeover(Protocol):
+    """The person's way to take the desktop over between steps (agent.safety.Takeover)."""
+
+    def requested(self) -> bool:
+        """Whether the person asked for the desktop."""
+        ...
+
+    def hold(self) -> None:
+        """Block while the person has the desktop; return when they hand it back."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -94,6 +116,8 @@ class Hooks:
     approve: Approve | None = None  # the approval gate (agent.safety.Approver)
     refuse: Refuse | None = None  # a scope that may refuse an action (agent.window.WindowScope)
     stop_event: threading.Event | None = None  # set by the kill hotkey
+    ask_user: AskUser | None = None  # offers call_user; None: a question ends the run as fail
+    takeover: Takeover | None = None  # checked between steps
 
 
 @dataclass
@@ -121,16 +145,17 @@ class Run:
     memory: list = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     totals: Totals = field(default_factory=Totals)
+    person_s: float = 0.0  # time spent waiting for the person: not charged to max_time
     background: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="deskpilot-history")
     )
     thumbs: dict[int, Future[Image.Image]] = field(default_factory=dict)  # the screen before each recent step
-    last_probe: Image.Image | None = None  # the settled screen after the last action (the next "before")
+    last_probe: tuple[int, Image.Image] | None = None  # (step, the settled screen after its action)
     loop_level: int = 0  # consecutive steps that completed a loop (the escalation reached)
     force_zoom: str | None = None  # the escalation asks the next pointing step to zoom in
-    stop: tuple[str, str] | None = None  # (status, message): end the run after this step
+    stop: tuple[OutcomeStatus, str] | None = None  # (status, message): end the run after this step
 
-    def finish(self, status: str, message: str = "", answer: str | None = None) -> Outcome:
+    def finish(self, status: OutcomeStatus, message: str = "", answer: str | None = None) -> Outcome:
         return Outcome(
             status=status,
             message=message,
@@ -142,9 +167,15 @@ class Run:
             cost_usd=self.totals.cost_usd,
         )
 
-    def budget_exceeded(self) -> tuple[str, str] | None:
+    def deadline(self) -> float | None:
+        """When the time budget runs out (time.monotonic()), the person's own time not counted."""
+        if self.limits.max_time_s is None:
+            return None
+        return self.started + self.limits.max_time_s + self.person_s
+
+    def budget_exceeded(self) -> tuple[OutcomeStatus, str] | None:
         limits = self.limits
-        if limits.max_time_s is not None and time.monotonic() - self.started >= limits.max_time_s:
+        if limits.max_time_s is not None and time.monotonic() - self.started - self.person_s >= limits.max_time_s:
             return "max_time", f"the time budget ({limits.max_time_s:g} s) ran out"
         cost = self.totals.cost_usd
         if limits.max_cost_usd is not None and cost >= limits.max_cost_usd:
@@ -166,36 +197,46 @@ def run_episode(
     stop_event: threading.Event | None = None,
     approve: Approve | None = None,
     refuse: Refuse | None = None,
+    ask_user: AskUser | None = None,
+    takeover: Takeover | None = None,
     recovery: Recovery | None = None,
 ) -> EpisodeResult:
     """Run one task to its end. Returns the outcome; raises DeskpilotError for our errors
     (after recording the outcome) and Interrupted for Ctrl-C / the kill switch.
 
     ``approve`` is asked before each action runs (see agent.safety.Approver), after
-    ``refuse`` (a window scope) had its say. Secret values are kept out of the recording
-    by the recorder's own ``scrub``. ``recovery``: zoom and loop handling (default: zoom auto)."""
+    ``refuse`` (a window scope) had its say. ``ask_user`` answers the model's call_user
+    (without it call_user is not offered, and ends the run as fail); ``takeover`` lets the
+    person have the desktop between steps. ``recovery``: zoom and loop handling (default:
+    zoom auto). Secret values are kept out of the recording by the recorder's own ``scrub``."""
     run = Run(
         task, screen, planner, executor, settings, limits or Limits(max_steps=settings.max_steps), recorder,
-        Hooks(on_step, settle, approve, refuse, stop_event), recovery or Recovery(),
+        Hooks(on_step, settle, approve, refuse, stop_event, ask_user, takeover), recovery or Recovery(),
     )  # fmt: skip
     outcome: Outcome | None = None
     try:
-        for number in range(1, run.limits.max_steps + 1):
+        for _ in range(run.limits.max_steps):  # agent steps; human steps come on top
             if stop_event is not None and stop_event.is_set():
                 raise Interrupted("stopped by the kill switch")
+            if takeover is not None and takeover.requested():
+                _human_step(run, takeover)
             budget_stop = run.budget_exceeded()
             if budget_stop:
                 outcome = run.finish(*budget_stop)
                 break
-            action = _step(run, number)
+            action = _step(run, len(run.steps) + 1)  # human steps are numbered but not counted
             if run.stop is not None:
                 outcome = run.finish(*run.stop)
                 break
-            if action is not None and action.kind in TERMINAL_KINDS:
-                if action.kind == "DONE":
-                    outcome = run.finish("done", "the model declared the task done", action.answer)
-                else:
-                    outcome = run.finish("fail", action.reason or "the model declared the task infeasible")
+            if isinstance(action, CallUser) and run.steps[-1].user_answer is None:
+                why = "asking is off: --no-ask, or no terminal" if ask_user is None else "no answer came"
+                outcome = run.finish("fail", f"the model asked: {action.question} ({why})")
+                break
+            if isinstance(action, Done):
+                outcome = run.finish("done", "the model declared the task done", action.answer)
+                break
+            if isinstance(action, Fail):
+                outcome = run.finish("fail", action.reason or "the model declared the task infeasible")
                 break
         else:
             outcome = run.finish("max_steps", f"the step budget ({run.limits.max_steps}) ran out")
@@ -208,6 +249,8 @@ def run_episode(
         )
         outcome = run.finish("interrupted", message)
         raise Interrupted(message) from None
+    except TimeBudgetExceeded:  # the deadline came during a model request
+        outcome = run.finish("max_time", f"the time budget ({run.limits.max_time_s:g} s) ran out")
     except DeskpilotError as exc:
         outcome = run.finish("error", str(exc))
         raise
@@ -239,6 +282,8 @@ def _step(run: Run, number: int) -> Action | None:
         grounded = _decide(run, step, seen.sent)
         if grounded is None:
             note = "no usable action"
+        elif isinstance(grounded.action, CallUser):
+            action, note = grounded.action, _ask(run, step, grounded.action)
         else:
             _zoom(run, step, seen, grounded)
             action, note = _gate(run, step, grounded.action)
@@ -282,11 +327,12 @@ def _perceive(run: Run, number: int) -> tuple[Step, _Perceived]:
         half_shot = run.background.submit(
             prepare_for_model, shot.image, settings.max_image_tokens, settings.image_encoding, half=True
         )
-    # The progress check's "before": the settle's last probe of the previous action, taken an
-    # instant before this capture; without one (first step, nothing done) a thumbnail of it.
+    # The progress check's "before": the settle's last probe after the previous step's action,
+    # taken an instant before this capture; without one (a first step, nothing done, a human
+    # step in between) a thumbnail of this capture, made while the model thinks.
     before: Future[Image.Image] = Future()
-    if run.last_probe is not None:
-        before.set_result(run.last_probe)
+    if run.last_probe is not None and run.last_probe[0] == number - 1:
+        before.set_result(run.last_probe[1])
     else:
         before = run.background.submit(thumbnail, shot.image)
     run.thumbs[number], run.last_probe = before, None
@@ -300,7 +346,17 @@ def _decide(run: Run, step: Step, sent: SentImage) -> Grounded | None:
     history, memory = list(run.history), list(run.memory)
 
     def request(feedback: str | None, no_thinking: bool) -> StepRequest:
-        return StepRequest(run.task, step.step, sent, history, memory, feedback, no_thinking)
+        return StepRequest(
+            run.task,
+            step.step,
+            sent,
+            history,
+            memory,
+            feedback,
+            no_thinking,
+            ask_user=run.hooks.ask_user is not None,
+            deadline=run.deadline(),
+        )
 
     def on_reply(result: PlannerResult, error: ModelError | None) -> None:
         step.timings.model_s += result.latency_s
@@ -372,7 +428,7 @@ def _zoom(run: Run, step: Step, seen: _Perceived, grounded: Grounded) -> None:
 
     def request(feedback: str | None, no_thinking: bool) -> StepRequest:
         # thinking off: pointing again at a named element needs no reasoning, only time
-        return StepRequest(run.task, step.step, crop, no_thinking=True, grounding=ask_for)
+        return StepRequest(run.task, step.step, crop, no_thinking=True, deadline=run.deadline(), grounding=ask_for)
 
     def on_reply(result: PlannerResult, error: ModelError | None) -> None:
         before = (step.prompt_tokens, step.completion_tokens, step.cost_usd)
@@ -451,7 +507,7 @@ def _progress(run: Run, step: Step) -> str:
         before = run.thumbs.get(step.step)
         after = getattr(run.hooks.settle, "last_probe", None)  # AdaptiveSettle keeps its last thumbnail
         fraction = changed_since(before.result() if before is not None else None, after)
-        run.last_probe = after
+        run.last_probe = (step.step, after) if after is not None else None
     if fraction is not None:
         step.changed_fraction = round(fraction, 6)
         step.screen_changed = is_change(fraction)
@@ -474,15 +530,69 @@ def _progress(run: Run, step: Step) -> str:
         else:
             run.force_zoom = "a loop: the model was told and did the same again"
     note = loop_note(loop, response)
+    answer = None
     if response == "stuck" and run.recovery.on_stuck is not None:
-        advice = run.recovery.on_stuck(step, loop.message)
-        if advice is not None:  # the person answered: the model reads it and the run goes on
-            response, run.loop_level, note = "asked", 0, f"No progress: {loop.message}. The user says: {advice}"
+        t0 = time.monotonic()
+        try:
+            answer = run.recovery.on_stuck(step, loop.message)
+        finally:
+            run.person_s += time.monotonic() - t0  # the person's time is not charged to max_time
+        if answer is not None:  # the model reads it and the run goes on
+            response, run.loop_level, note = "asked", 0, f"No progress: {loop.message}. The user says: {quoted(answer)}"
     if response == "stuck":
         run.stop = ("stuck", f"{loop.message}; the model was told twice and went on")
         note = ""
-    step.loop = LoopCheck(kind=loop.kind, steps=list(loop.steps), response=response, message=loop.message)
+    step.loop = LoopCheck(
+        kind=loop.kind, steps=list(loop.steps), response=response, message=loop.message, answer=answer
+    )
     return "; ".join(filter(None, [*notes, note]))
+
+
+def _ask(run: Run, step: Step, action: CallUser) -> str:
+    """Put the model's question to the person. Returns the note for the model's history."""
+    if run.hooks.ask_user is None:
+        step.note = "not asked: no one can answer"
+        return step.note
+    t0 = time.monotonic()
+    try:
+        answer = run.hooks.ask_user(action.question)
+    finally:
+        run.person_s += time.monotonic() - t0
+    step.user_answer = answer
+    if answer is None:
+        step.note = "the person gave no answer"
+        return step.note
+    step.note = "the person answered"
+    return f"the person answered: {quoted(answer)}"
+
+
+def _human_step(run: Run, takeover: Takeover) -> None:
+    """The person has the desktop: a step with the screen before and after, no model, and a
+    history line telling the model the person acted (its next screenshot is taken afresh)."""
+    number = len(run.steps) + 1
+    t0 = time.monotonic()
+    before = run.screen.capture()
+    step = Step(
+        step=number, started_at=time.time(), screenshot="", geometry=before.monitor, decision="takeover",
+        note="the person took the desktop over",
+    )  # fmt: skip
+    if run.recorder is not None:
+        step.screenshot = run.recorder.save_screenshot(number, before.image)
+    try:
+        takeover.hold()
+        after = run.screen.capture()
+        if run.recorder is not None:
+            step.screenshot_after = run.recorder.save_screenshot(number, after.image, "after")
+    finally:
+        held = time.monotonic() - t0
+        run.person_s += held
+        step.note = f"the person had the desktop for {held:.1f} s"
+        _record(run, step)
+    result = (
+        f"the person took the desktop over for {held:.0f} s and may have changed what is on screen; "
+        "look at the current screenshot again before you act"
+    )
+    _remember(run, HistoryEntry(number, "", "(none: the person acted)", None, result), step)
 
 
 def _record(run: Run, step: Step) -> None:

@@ -3,7 +3,9 @@
 ``GLMPlanner`` talks to any OpenAI-compatible chat-completions endpoint over httpx,
 with the provider's own parameters, transport retries (exponential backoff with jitter,
 honouring Retry-After) and HTTP errors mapped to our exceptions in one place
-(``_raise_for_status``). ``ScriptedPlanner`` is the fake that ships in the package: a
+(``_raise_for_status``). A 200 that is not a chat completion is retried like a 5xx. Each
+request is bounded as a whole (``--timeout``), the run's deadline bounds all of them, and
+server messages are scrubbed of secrets before they are cut. ``ScriptedPlanner`` is the fake that ships in the package: a
 queue of replies that records every call; dry runs, replay and tests use it.
 
 Planners return *raw* replies; the loop parses them, so a scripted replay of recorded
@@ -12,20 +14,33 @@ replies goes through today's parser exactly like a live run.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, Protocol, Union
 
 import httpx
 
 from agent.config import Settings
-from agent.errors import AuthRejected, EndpointError, Interrupted, UsageError
+from agent.errors import (
+    AuthRejected,
+    EndpointError,
+    Interrupted,
+    MalformedCompletion,
+    TimeBudgetExceeded,
+    UsageError,
+)
 from agent.protocol import RawReply, StepRequest, build_body
+from agent.text import printable
 
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+MAX_BODY_BYTES = 32 * 2**20  # a reply body larger than this is an endpoint problem (replies are capped anyway)
+MAX_SERVER_MESSAGE = 300  # characters of a server's error message shown, after scrubbing
+_DEADLINE_SLACK_S = 0.05  # a deadline this close counts as reached: no request fits in it
 
 
 @dataclass
@@ -50,7 +65,15 @@ class Planner(Protocol):
 
 
 class GLMPlanner:
-    """GLM-4.5V over an OpenAI-compatible endpoint (SiliconFlow, Z.ai, OpenRouter, vLLM...)."""
+    """GLM-4.5V over an OpenAI-compatible endpoint (SiliconFlow, Z.ai, OpenRouter, vLLM...).
+
+    Every request is bounded as a whole: the reply is read in chunks against a clock, so a
+    server that drips its body still ends the request after about ``read_timeout`` seconds
+    (then it counts as a timeout and is retried). A request's ``deadline`` (the run's
+    --max-time) bounds everything: no request, retry or backoff sleep goes past it, and
+    reaching it raises TimeBudgetExceeded. Server error messages are scrubbed (``scrub``,
+    then this planner's own key, plain and JSON-escaped) before they are cut or shown.
+    """
 
     def __init__(
         self,
@@ -64,9 +87,13 @@ class GLMPlanner:
         self.use_tools = settings.protocol in ("auto", "tools")
         self._stop = stop_event
         self._sleep = sleep
+        self._scrub = scrub
         headers = {"Content-Type": "application/json"}
-        if settings.api_key is not None:
-            headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
+        key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        forms = {key, json.dumps(key)[1:-1], json.dumps(key, ensure_ascii=False)[1:-1], key.replace("/", "\\/")}
+        self._key_forms = sorted((f for f in forms if len(f) >= 4), key=len, reverse=True)
         timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
         try:
             self._client = httpx.Client(
@@ -82,15 +109,14 @@ class GLMPlanner:
         body, message = build_body(request, self.settings, self.use_tools)
         started = time.monotonic()
         try:
-            data, notes = self._post(body)
+            raw, notes = self._post(body, request.deadline)
         except _ToolsRejected:
             # A server without a tool parser (e.g. vLLM without --enable-auto-tool-choice)
             # rejects tools: fall back to the trained text format for the rest of the run.
             self.use_tools = False
             body, message = build_body(request, self.settings, False)
-            data, notes = self._post(body)
+            raw, notes = self._post(body, request.deadline)
             notes.insert(0, "tools rejected by the server: switched to the text protocol")
-        raw = RawReply.from_completion(data)
         return PlannerResult(
             raw,
             message.prompt_text,
@@ -101,30 +127,42 @@ class GLMPlanner:
             "tools" if self.use_tools and request.grounding is None else "text",
         )
 
-    def _post(self, body: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-        """POST with retries; returns the decoded JSON and a note per retried attempt."""
+    def _post(self, body: dict[str, Any], deadline: float | None) -> tuple[RawReply, list[str]]:
+        """POST with retries; returns the reply and a note per retried attempt."""
         notes: list[str] = []
         attempts = self.settings.max_retries + 1
+        problem = ""
         for attempt in range(attempts):
             self._check_stop()
+            limit = self.settings.read_timeout
+            if deadline is not None:
+                limit = min(limit, deadline - time.monotonic())
+                if limit <= 0:
+                    raise _time_budget(problem)
             retry_after: float | None = None
             try:
-                response = self._client.post("/chat/completions", json=body)
+                status, headers, data = self._exchange(body, limit)
+            except _Overtime:
+                problem = f"timeout (no complete reply within {limit:.1f}s)"
             except httpx.TimeoutException as exc:
                 problem = f"timeout ({type(exc).__name__})"
+            except _TooLarge:
+                problem = f"a reply body over {MAX_BODY_BYTES // 2**20} MB"
             except httpx.TransportError as exc:
-                problem = f"connection error ({exc})"
+                problem = self._clean(f"connection error ({exc})")
             else:
-                if response.status_code < 400:
+                if status < 400:
                     try:
-                        return response.json(), notes
-                    except ValueError:
-                        problem = f"HTTP {response.status_code} with a body that is not JSON"
-                elif response.status_code in RETRY_STATUS:
-                    problem = f"HTTP {response.status_code}"
-                    retry_after = _retry_after(response)
+                        return RawReply.from_completion(self._completion(data)), notes
+                    except MalformedCompletion as exc:
+                        problem = f"HTTP {status}, but {exc}"
+                elif status in RETRY_STATUS:
+                    problem = f"HTTP {status}: {self._message(data, _reason(status))}"
+                    retry_after = _retry_after(headers)
                 else:
-                    self._raise_for_status(response, body)
+                    self._raise_for_status(status, self._message(data, _reason(status)), body)
+            if deadline is not None and deadline - time.monotonic() < _DEADLINE_SLACK_S:
+                raise _time_budget(problem)
             if attempt == attempts - 1:
                 raise EndpointError(
                     f"the model endpoint {self.settings.base_url} failed {attempts} times "
@@ -132,14 +170,57 @@ class GLMPlanner:
                 )
             delay = retry_after if retry_after is not None else min(30.0, 0.5 * 2**attempt)
             delay = delay * (1 + 0.25 * random.random())
+            if deadline is not None and time.monotonic() + delay >= deadline:
+                raise _time_budget(problem)
             notes.append(f"{problem}; retrying in {delay:.1f}s")
             self._wait(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _raise_for_status(self, response: httpx.Response, body: dict[str, Any]) -> None:
+    def _exchange(self, body: dict[str, Any], limit: float) -> tuple[int, httpx.Headers, bytes]:
+        """One POST that lasts at most about ``limit`` seconds in all: the body is read chunk by
+        chunk against the clock (httpx's read timeout alone is per read)."""
+        until = time.monotonic() + limit
+        timeout = httpx.Timeout(limit, connect=min(self.settings.connect_timeout, limit))
+        with self._client.stream("POST", "/chat/completions", json=body, timeout=timeout) as response:
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise _TooLarge()
+                chunks.append(chunk)
+                if time.monotonic() > until:
+                    raise _Overtime()
+            return response.status_code, response.headers, b"".join(chunks)
+
+    def _completion(self, data: bytes) -> Any:
+        """The JSON of a 2xx body; a body that is not JSON, or an error object, is a MalformedCompletion."""
+        try:
+            value = json.loads(data)
+        except (ValueError, RecursionError):
+            raise MalformedCompletion("the body is not JSON") from None
+        if isinstance(value, dict) and "choices" not in value and value.get("error"):
+            raise MalformedCompletion(f"the body is an error: {self._clean(_message_text(value))}")
+        return value
+
+    def _message(self, data: bytes, reason: str) -> str:
+        """The server's own error message from the usual JSON shapes or the text: scrubbed, then cut."""
+        try:
+            text = _message_text(json.loads(data))
+        except (ValueError, RecursionError):
+            text = data.decode("utf-8", errors="replace").strip()
+        return self._clean(text) or reason
+
+    def _clean(self, text: str) -> str:
+        """Secrets out first (the run's scrubber, then this planner's key), then cut for a person to read."""
+        if self._scrub is not None:
+            text = self._scrub(text)
+        for form in self._key_forms:
+            text = text.replace(form, "***")
+        return printable(text, limit=MAX_SERVER_MESSAGE)
+
+    def _raise_for_status(self, status: int, message: str, body: dict[str, Any]) -> None:
         """Map a non-retryable HTTP error to our own exception (the one place that does)."""
-        status = response.status_code
-        message = _server_message(response)
         if status in (401, 403):
             raise AuthRejected(
                 f"the key was rejected by {self.settings.provider} (HTTP {status}: {message}); "
@@ -170,13 +251,33 @@ class _ToolsRejected(Exception):
     pass
 
 
+class _Overtime(Exception):
+    """The reply was still arriving when the request's time was up."""
+
+
+class _TooLarge(Exception):
+    """The reply body passed MAX_BODY_BYTES."""
+
+
+def _time_budget(problem: str) -> TimeBudgetExceeded:
+    last = f" (last: {problem})" if problem else ""
+    return TimeBudgetExceeded(f"the time budget ran out while waiting for the model{last}")
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "no message"
+
+
 def _about_tools(message: str) -> bool:
     lowered = message.lower()
     return "tool" in lowered or "function" in lowered
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+def _retry_after(headers: httpx.Headers) -> float | None:
+    value = headers.get("retry-after")
     if value is None:
         return None
     try:
@@ -185,21 +286,17 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None  # an HTTP date: fall back to our own backoff
 
 
-def _server_message(response: httpx.Response) -> str:
-    """The server's own error message, short, from the usual JSON shapes or the text."""
-    try:
-        data = response.json()
-    except ValueError:
-        return response.text.strip()[:300] or response.reason_phrase
+def _message_text(data: Any) -> str:
+    """The message of an error body in the usual JSON shapes (not cut: secrets are scrubbed first)."""
     if isinstance(data, dict):
         error = data.get("error", data)
         if isinstance(error, dict):
             text = error.get("message") or error.get("msg") or data.get("message")
             if text:
-                return str(text)[:300]
+                return str(text)
         elif isinstance(error, str):
-            return error[:300]
-    return str(data)[:300]
+            return error
+    return json.dumps(data, ensure_ascii=False)
 
 
 Scripted = Union[RawReply, str, dict, Callable[[StepRequest], Any]]
@@ -208,22 +305,16 @@ Scripted = Union[RawReply, str, dict, Callable[[StepRequest], Any]]
 class ScriptedPlanner:
     """A planner that answers from a queue: RawReply, content string, completion/message
     dict, or a function of the request returning any of those. Records every call.
-
-    ``repeat_last`` keeps answering with the last reply once the queue is empty.
     """
 
-    def __init__(self, replies: list[Scripted], repeat_last: bool = False) -> None:
+    def __init__(self, replies: Sequence[Scripted]) -> None:
         self.replies = list(replies)
-        self.repeat_last = repeat_last
         self.calls: list[StepRequest] = []
-        self._last: Scripted | None = None
 
     def decide(self, request: StepRequest) -> PlannerResult:
         self.calls.append(request)
         if self.replies:
-            item = self._last = self.replies.pop(0)
-        elif self.repeat_last and self._last is not None:
-            item = self._last
+            item = self.replies.pop(0)
         else:
             raise EndpointError(f"the scripted planner has no reply left for step {request.step}")
         if callable(item) and not isinstance(item, (RawReply, str, dict)):

@@ -18,8 +18,8 @@ millisecond) and no extra capture.
   back each time: the capture before the third equals the one before the first, and the
   fourth's the second's (``same_screen`` compares captures by step number).
 
-Steps whose action was not performed (no usable reply, skipped, refused, DONE, FAIL) never
-make a loop. The loop responds to a loop in escalating order (``ESCALATION``): tell the
+Steps whose action was not performed on the desktop (no usable reply, skipped, refused,
+DONE, FAIL, a question to the person, a human step) never make a loop. The loop responds to a loop in escalating order (``ESCALATION``): tell the
 model, then zoom in on its next pointing step (and tell it again), then ask the person
 (a hook) or end the run ``stuck``.
 """
@@ -69,7 +69,7 @@ def performed(step: Step) -> bool:
     """Whether the step's action was carried out (so it can be part of a loop)."""
     return (
         step.action is not None
-        and step.action.get("kind") not in TERMINAL_KINDS
+        and step.action.get("kind") not in TERMINAL_KINDS | {"call_user"}
         and step.decision not in ("skip", "quit", "refused")
         and step.error is None
     )

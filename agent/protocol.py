@@ -12,7 +12,9 @@ message instead: the task, the element to point at again, and the crop of the sc
 (``prompts/zoom.md``), with no history, no Memory and no tools (its answer is one point).
 
 Reply: ``RawReply`` keeps what the server said (content, reasoning, tool calls, finish
-reason, usage). Parsing it into an action lives in ``agent.parsing``.
+reason, usage), each text capped at MAX_REPLY_CHARS (``cut`` says what was cut), after
+checking that the JSON is a chat completion at all (``MalformedCompletion`` if not: an
+endpoint problem, retried by the planner). Parsing it into an action lives in ``agent.parsing``.
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 import prompts
-from actions.schema import tool_schemas
+from actions.schema import action_space_text, offered_kinds, tool_schemas
 from agent.config import Settings
+from agent.errors import MalformedCompletion
 from agent.image import SentImage
 
 CONTEXT_TOKENS = 65_536
@@ -67,11 +71,17 @@ class StepRequest:
     memory: list[Any] = field(default_factory=list)
     feedback: str | None = None  # what was wrong with the previous reply, on a retry
     no_thinking: bool = False  # thinking starved the answer last time: switch it off
+    ask_user: bool = False  # call_user is offered: someone can answer
+    deadline: float | None = None  # time.monotonic() by which the planner must answer (the run's --max-time)
     grounding: GroundingAsk | None = None  # a zoom request: point again at one element
 
 
+MAX_REPLY_CHARS = 1_000_000  # content, reasoning and each tool call's arguments are cut here
+MAX_TOOL_CALLS = 16  # tool calls kept from one reply (the parser reads the first)
+
+
 class RawReply(BaseModel):
-    """What the server answered, kept verbatim for the recording and for replay."""
+    """What the server answered, kept verbatim for the recording and for replay (capped: see ``cut``)."""
 
     content: str | None = None
     reasoning: str | None = None
@@ -80,24 +90,133 @@ class RawReply(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model: str | None = None
+    cut: list[str] | None = None  # what was cut at MAX_REPLY_CHARS, e.g. ["content", "tool_calls[0].arguments"]
 
     @classmethod
-    def from_completion(cls, data: dict[str, Any]) -> RawReply:
-        """Read an OpenAI-style chat completion (with each provider's reasoning field)."""
-        choices = data.get("choices") or [{}]
-        choice = choices[0] or {}
-        message = choice.get("message") or {}
-        usage = data.get("usage") or {}
-        reasoning = message.get("reasoning_content") or message.get("reasoning")
+    def from_completion(cls, data: Any) -> RawReply:
+        """Read an OpenAI-style chat completion (with each provider's reasoning field).
+
+        Raises MalformedCompletion naming the problem when ``data`` is not a chat completion
+        with at least one choice holding a message object."""
+        if not isinstance(data, dict):
+            raise MalformedCompletion(f"the reply is a JSON {type(data).__name__}, not a chat completion object")
+        if not data.get("choices") and isinstance(data.get("choices"), (list, type(None))):
+            raise MalformedCompletion("the reply has no choices")
+        try:
+            completion = _Completion.model_validate(data)
+        except ValidationError as exc:
+            raise MalformedCompletion(f"the reply is not a chat completion: {_shape_problem(exc)}") from None
+        choice = completion.choices[0]
+        message = choice.message
+        cut: list[str] = []
+
+        def capped(text: str | None, name: str) -> str | None:
+            if text is not None and len(text) > MAX_REPLY_CHARS:
+                cut.append(name)
+                return text[:MAX_REPLY_CHARS]
+            return text
+
+        reasoning = next((r for r in (message.reasoning_content, message.reasoning) if isinstance(r, str) and r), None)
+        content, reasoning = capped(message.content, "content"), capped(reasoning, "reasoning")
+        calls = data["choices"][0]["message"].get("tool_calls") or []
+        if len(calls) > MAX_TOOL_CALLS:
+            cut.append("tool_calls")
+        tool_calls = [_capped_call(call, f"tool_calls[{i}]", capped) for i, call in enumerate(calls[:MAX_TOOL_CALLS])]
+        usage = completion.usage or _Usage()
         return cls(
-            content=message.get("content"),
-            reasoning=reasoning if isinstance(reasoning, str) else None,
-            tool_calls=message.get("tool_calls") or None,
-            finish_reason=choice.get("finish_reason"),
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            model=data.get("model"),
+            content=content,
+            reasoning=reasoning,
+            tool_calls=tool_calls or None,
+            finish_reason=choice.finish_reason if isinstance(choice.finish_reason, str) else None,
+            prompt_tokens=max(0, usage.prompt_tokens or 0),
+            completion_tokens=max(0, usage.completion_tokens or 0),
+            model=completion.model if isinstance(completion.model, str) else None,
+            cut=cut or None,
         )
+
+
+def _capped_call(call: dict[str, Any], name: str, capped: Callable[[str | None, str], str | None]) -> dict[str, Any]:
+    """The tool call as sent, its arguments string cut at MAX_REPLY_CHARS."""
+    function = call.get("function")
+    if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+        arguments = capped(function["arguments"], f"{name}.arguments")
+        if arguments is not function["arguments"]:
+            return {**call, "function": {**function, "arguments": arguments}}
+    return call
+
+
+def _text_of(value: Any) -> Any:
+    """Message content as one string: a list of parts (``[{"type": "text", "text": ...}, ...]``) is joined."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        texts = []
+        for part in value:
+            if isinstance(part, str):
+                texts.append(part)
+            elif isinstance(part, dict):
+                if isinstance(part.get("text"), str) and part.get("type", "text") in ("text", "output_text"):
+                    texts.append(part["text"])
+            else:
+                raise ValueError("should hold parts that are objects or strings")
+        return "".join(texts)
+    raise ValueError(f"should be a string, null or a list of parts, not {type(value).__name__}")
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _Function(_Lenient):
+    name: str | None = None
+    arguments: Any = None  # a JSON string or an object (Z.ai); the parser reads both
+
+
+class _ToolCall(_Lenient):
+    function: _Function | None = None
+
+
+class _Message(_Lenient):
+    content: Annotated[str | None, BeforeValidator(_text_of)] = None
+    reasoning_content: Any = None  # SiliconFlow, Z.ai, vLLM
+    reasoning: Any = None  # OpenRouter
+    tool_calls: list[_ToolCall] | None = None
+
+
+class _Choice(_Lenient):
+    message: _Message
+    finish_reason: Any = None
+
+
+class _Usage(_Lenient):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class _Completion(_Lenient):
+    """The shape of a chat completion this program reads; anything else in it is kept out of the way."""
+
+    choices: list[_Choice]
+    usage: _Usage | None = None
+    model: Any = None
+
+
+def _shape_problem(exc: ValidationError) -> str:
+    """The first problems of a validation, as ``choices[0].message: Input should be ...`` (no values)."""
+    problems = []
+    for error in exc.errors()[:2]:
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
+        kind = error["type"]
+        if kind in ("model_type", "model_attributes_type", "dict_type"):
+            what = "should be an object"
+        elif kind == "list_type":
+            what = "should be a list"
+        elif kind == "missing":
+            what = "is missing"
+        else:
+            what = error["msg"].removeprefix("Value error, ").removeprefix("Input ")
+        problems.append(f"{where or 'the reply'} {what}")
+    return "; ".join(problems)
 
 
 def platform_name() -> str:
@@ -114,10 +233,10 @@ def estimate_text_tokens(text: str) -> int:
     return int(ascii_chars / CHARS_PER_TOKEN) + (len(text) - ascii_chars) + 1
 
 
-@functools.lru_cache(maxsize=1)
-def _tools_tokens() -> int:
+@functools.lru_cache(maxsize=2)
+def _tools_tokens(ask_user: bool) -> int:
     """What the tool definitions cost (they never change within a process)."""
-    return estimate_text_tokens(json.dumps(tool_schemas()))
+    return estimate_text_tokens(json.dumps(tool_schemas(ask_user)))
 
 
 @dataclass(frozen=True)
@@ -144,7 +263,7 @@ def build_message(request: StepRequest, settings: Settings, use_tools: bool) -> 
         return _compose_grounding(request, request.grounding, settings)
     budget = CONTEXT_TOKENS - settings.max_tokens - CONTEXT_MARGIN
     if use_tools:
-        budget -= _tools_tokens()
+        budget -= _tools_tokens(request.ask_user)
     history = list(request.history)
     shots_allowed = settings.history_images
     while True:
@@ -190,9 +309,14 @@ def _compose(
     elif first_kept > omitted_before:
         history_note = f"(steps {omitted_before}-{first_kept - 1} omitted)\n"
     add_text(
-        prompts.render("step_head", task=request.task, platform=platform_name(), width=width, height=height).rstrip(
-            "\n"
-        )
+        prompts.render(
+            "step_head",
+            task=request.task,
+            platform=platform_name(),
+            width=width,
+            height=height,
+            action_space=action_space_text(frozenset(offered_kinds(request.ask_user))),
+        ).rstrip("\n")
     )
     if history_note:
         add_text("\n" + history_note.rstrip("\n"))
@@ -286,6 +410,6 @@ def build_body(request: StepRequest, settings: Settings, use_tools: bool) -> tup
     }
     body.update(thinking_params(settings))
     if use_tools:
-        body["tools"] = tool_schemas()
+        body["tools"] = tool_schemas(request.ask_user)
         body["tool_choice"] = "auto"  # Z.ai accepts only auto; never "none" with tools
     return body, message

@@ -7,7 +7,9 @@ point, a drag's path, a scroll's direction; for a step that zoomed in, the crop 
 (dashed orange) and the first answer's point (hollow blue) beside the zoomed one), the
 thought, the action, the timings, tokens, cost, the zoom, whether the screen changed, a
 loop and what the run did about it, the rejected replies with their errors, and each raw
-reply folded away.
+reply folded away. A question the model asked the person (call_user) is shown with the
+answer; a human step (the person took the desktop over) shows the screen as they took it
+and as they handed it back.
 
 Screenshots are embedded as data URLs (the PNG bytes as recorded), so the file opens
 offline and can be mailed on its own; ``--link-images`` refers to the files in ``screens/``
@@ -72,6 +74,10 @@ td { padding: 2px 12px 2px 0; vertical-align: top; }
 td:first-child { color: var(--muted); }
 .err { color: #cf222e; }
 .note { color: #9a6700; }
+.asked { border-left: 3px solid #9a6700; padding: 2px 0 2px 10px; margin: 0 0 10px; white-space: pre-wrap;
+         word-break: break-word; }
+.human { background: #fff8c5; }
+figcaption { line-height: 1.4; color: var(--muted); font-size: 12px; margin-top: 4px; }
 details { margin: 4px 0; }
 summary { cursor: pointer; color: var(--accent); }
 .legend { color: var(--muted); font-size: 12px; margin-top: 8px; }
@@ -151,9 +157,10 @@ def render(recording: Recording, link_images: bool = False, page_folder: Path | 
     return "\n".join(parts)
 
 
-def _image_src(recording: Recording, step: Step, link_images: Path | None) -> str:
-    """The screenshot as a data URL, or as a URL relative to the page's folder ``link_images``."""
-    path = recording.screenshot_path(step)
+def _image_src(recording: Recording, step: Step, link_images: Path | None, after: bool = False) -> str:
+    """The screenshot (``after``: a human step's second one) as a data URL, or as a URL
+    relative to the page's folder ``link_images``."""
+    path = recording.screenshot_path(step, after)
     if link_images is not None:
         try:
             return _e(quote(Path(os.path.relpath(path.resolve(), link_images.resolve())).as_posix()))
@@ -236,7 +243,8 @@ def _overlay(step: Step) -> str:
 
 
 def _step(recording: Recording, step: Step, link_images: Path | None) -> str:
-    kind = (step.action or {}).get("kind", "no action")
+    human = step.decision == "takeover"
+    kind = "the person acted" if human else (step.action or {}).get("kind", "no action")
     t = step.timings
     where = "".join(
         f"<tr><td>target</td><td><code>{_e(tg.box_model)}</code> ‰{' of the crop' if tg.crop_image else ''} → image "
@@ -282,6 +290,10 @@ def _step(recording: Recording, step: Step, link_images: Path | None) -> str:
         body.append(f'<p class="thought">{_e(step.thought)}</p>')
     if step.action_text:
         body.append(f"<pre>{_e(step.action_text)}</pre>")
+    if kind == "call_user":
+        question = (step.action or {}).get("question")
+        answer = "(no answer)" if step.user_answer is None else step.user_answer
+        body.append(f'<p class="asked">The model asked: {_e(question)}<br>The person answered: {_e(answer)}</p>')
     if step.note:
         body.append(f'<p class="note">{_e(step.note)}</p>')
     if step.error:
@@ -336,7 +348,16 @@ def _step(recording: Recording, step: Step, link_images: Path | None) -> str:
             )
             + f" · screenshot {step.geometry.width}x{step.geometry.height}</div></div>"
         )
-    return f'<section class="step" id="step-{step.step}">{figure}<div>{"".join(body)}</div></section>'
+    if human and step.screenshot_after:
+        after = _image_src(recording, step, link_images, after=True)
+        figure = (
+            f"<div>{figure}<figcaption>when the person took the desktop over</figcaption>"
+            f'<figure class="shot"><img src="{after}" alt="{_e(f"step {step.step} screenshot after")}" '
+            f'width="{step.geometry.width}" height="{step.geometry.height}"></figure>'
+            "<figcaption>when they handed it back</figcaption></div>"
+        )
+    css = "step human" if human else "step"
+    return f'<section class="{css}" id="step-{step.step}">{figure}<div>{"".join(body)}</div></section>'
 
 
 def write_report(path: str | Path, link_images: bool = False, out: str | Path | None = None) -> Path:

@@ -4,6 +4,9 @@
   sets a stop event and sends SIGINT to this process, so whatever the main thread is
   blocked in (a model request, a sleep, typing a long text) is interrupted at once; the
   loop then records the outcome as interrupted and the CLI exits 130.
+* ``Takeover``: a second global hotkey (F9 by default) with which the person takes the
+  desktop over between two steps and hands it back; the loop records that as a human step.
+  Both are a ``Hotkey``: a key pressed N times (``esc*3``), one key or a combination.
 * ``Approver``: asks approve / skip / edit / quit before an action runs, for every
   action with ``--confirm`` and always for key actions that hold a risky combination
   (alt+f4, ...). Keys are judged with ``actions.keys.held_keys``, the parse the executor
@@ -35,11 +38,12 @@ from typing import Any, TextIO
 from actions.executor import Executor, PointScreen, describe
 from actions.keys import combo_text, held_keys
 from actions.schema import Action, Type, action_to_call
-from agent.errors import DisplayError, InvalidArguments, ModelError, UsageError
+from agent.errors import DisplayError, Interrupted, InvalidArguments, ModelError, UsageError
 from agent.parsing import parse_reply
 from agent.text import printable, quoted
 
 DEFAULT_KILL_HOTKEY = "esc*3"
+DEFAULT_TAKEOVER_HOTKEY = "f9"
 DEFAULT_ALWAYS_CONFIRM = (
     "ctrl+alt+delete",
     "ctrl+alt+backspace",
@@ -207,7 +211,7 @@ class Approver:
         return next((combo for combo in self.always if combo <= held), None)
 
     def needs_approval(self, action: Action) -> bool:
-        if action.kind in ("DONE", "FAIL", "WAIT"):
+        if action.kind in ("DONE", "FAIL", "WAIT", "call_user"):  # nothing is pressed or moved
             return False
         return self.confirm_all or self.risky_combo(action) is not None
 
@@ -255,51 +259,55 @@ class Approver:
         return action
 
 
-# --- kill switch ---------------------------------------------------------------------
+# --- hotkeys: the kill switch and the takeover ------------------------------------------
 
 
-def parse_hotkey(spec: str) -> tuple[str, int] | str:
+def parse_hotkey(spec: str, what: str = "kill hotkey") -> tuple[str, int] | str:
     """'esc*3' -> ('esc', 3): one key pressed N times within 1.5 s;
-    'ctrl+alt+q' -> '<ctrl>+<alt>+q' for pynput's GlobalHotKeys."""
+    'ctrl+alt+q' -> '<ctrl>+<alt>+q' and 'f9' -> '<f9>' for pynput's GlobalHotKeys.
+    ``what`` names the hotkey in the error message."""
     spec = spec.strip().lower()
     if "*" in spec:
         key, _, count = spec.partition("*")
         if not count.isdigit() or int(count) < 1 or "+" in key:
-            raise UsageError(f"bad kill hotkey {spec!r}: use KEY*N (e.g. esc*3) or a combo like ctrl+alt+q")
+            raise UsageError(f"bad {what} {spec!r}: use KEY*N (e.g. esc*3), a key (f9) or a combo like ctrl+alt+q")
         return key.strip(), int(count)
     parts = [p.strip() for p in spec.split("+") if p.strip()]
     if not parts:
-        raise UsageError("empty kill hotkey: use KEY*N (e.g. esc*3) or a combo like ctrl+alt+q")
+        raise UsageError(f"empty {what}: use KEY*N (e.g. esc*3), a key (f9) or a combo like ctrl+alt+q")
     return "+".join(p if len(p) == 1 else f"<{p}>" for p in parts)
 
 
 def describe_hotkey(spec: str) -> str:
-    """'esc*3' -> 'Esc pressed 3 times'; 'ctrl+alt+q' -> 'ctrl+alt+q'."""
+    """'esc*3' -> 'Esc pressed 3 times'; 'f9' -> 'F9'; 'ctrl+alt+q' -> 'ctrl+alt+q'."""
     parsed = parse_hotkey(spec)
     if isinstance(parsed, tuple):
         key, count = parsed
         return f"{key.capitalize()} pressed {count} times" if count > 1 else key.capitalize()
-    return spec.strip().lower()
+    spec = spec.strip().lower()
+    return spec if "+" in spec else spec.capitalize()
 
 
-class KillSwitch:
-    """A global hotkey that stops the run from anywhere (see the module docstring)."""
+class Hotkey:
+    """A global hotkey (pynput: no terminal focus needed) that calls ``on_fire`` from the
+    listener's thread. The spec is ``parse_hotkey``'s: KEY*N, a key, or a combination."""
 
-    WINDOW_S = 1.5
+    WINDOW_S = 1.5  # the N presses of KEY*N fall within this many seconds
 
-    def __init__(self, spec: str = DEFAULT_KILL_HOTKEY, on_fire: Callable[[], None] | None = None) -> None:
+    def __init__(self, spec: str, on_fire: Callable[[], None], what: str = "kill hotkey") -> None:
         self.spec = spec
-        self.parsed = parse_hotkey(spec)
-        self.stop_event = threading.Event()
-        self._on_fire = on_fire or self._interrupt_main
+        self.what = what
+        self.parsed = parse_hotkey(spec, what)
+        self._on_fire = on_fire
         self._listener: Any = None
         self._presses: list[float] = []
 
-    def start(self) -> KillSwitch:
+    def start(self) -> Hotkey:
+        """Start listening; DisplayError when pynput cannot listen (no display, no RECORD extension)."""
         try:
-            from pynput import keyboard  # type: ignore[import-untyped]
+            from pynput import keyboard
         except Exception as exc:  # pynput raises at import without a display
-            raise DisplayError(f"cannot listen for the kill hotkey ({exc}): is DISPLAY set?") from None
+            raise DisplayError(f"cannot listen for the {self.what} ({exc}): is DISPLAY set?") from None
         if isinstance(self.parsed, tuple):
             key_name, _ = self.parsed
             target = getattr(keyboard.Key, key_name, None) or keyboard.KeyCode.from_char(key_name)
@@ -310,7 +318,10 @@ class KillSwitch:
 
             self._listener = keyboard.Listener(on_press=on_press)
         else:
-            self._listener = keyboard.GlobalHotKeys({self.parsed: self.fire})
+            try:
+                self._listener = keyboard.GlobalHotKeys({self.parsed: self._on_fire})
+            except ValueError as exc:  # a key name pynput does not know
+                raise UsageError(f"bad {self.what} {self.spec!r}: {exc}") from None
         self._listener.daemon = True
         self._listener.start()
         self._listener.wait()
@@ -321,7 +332,27 @@ class KillSwitch:
         self._presses = [t for t in self._presses if now - t <= self.WINDOW_S] + [now]
         if isinstance(self.parsed, tuple) and len(self._presses) >= self.parsed[1]:
             self._presses.clear()
-            self.fire()
+            self._on_fire()
+
+    def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
+
+
+class KillSwitch:
+    """A global hotkey that stops the run from anywhere (see the module docstring)."""
+
+    def __init__(self, spec: str = DEFAULT_KILL_HOTKEY, on_fire: Callable[[], None] | None = None) -> None:
+        self.spec = spec
+        self.stop_event = threading.Event()
+        self._on_fire = on_fire or self._interrupt_main
+        self._hotkey = Hotkey(spec, self.fire)
+        self.parsed = self._hotkey.parsed
+
+    def start(self) -> KillSwitch:
+        self._hotkey.start()
+        return self
 
     def fire(self) -> None:
         if self.stop_event.is_set():
@@ -335,12 +366,60 @@ class KillSwitch:
         os.kill(os.getpid(), signal.SIGINT)
 
     def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.stop()
-            self._listener = None
+        self._hotkey.stop()
 
     def __enter__(self) -> KillSwitch:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+class Takeover:
+    """The person takes the desktop over between steps (the loop's ``takeover`` hook).
+
+    Pressing the hotkey asks the agent to pause once its current action is done
+    (``requested``); the loop then calls ``hold``, which blocks while the person works and
+    returns when the same hotkey is pressed again. Pressed twice before the agent got
+    there, the request is withdrawn. ``say`` tells the person what is happening."""
+
+    def __init__(
+        self,
+        spec: str = DEFAULT_TAKEOVER_HOTKEY,
+        say: Callable[[str], None] | None = None,
+        stop_event: threading.Event | None = None,
+    ) -> None:
+        """``stop_event`` (the kill switch's) ends a hold at once with Interrupted."""
+        self.spec = spec
+        self._say = say or (lambda line: None)
+        self._stop = stop_event
+        self._wanted = threading.Event()  # set: the person wants (or has) the desktop
+        self._hotkey = Hotkey(spec, self.toggle, what="takeover hotkey")
+
+    def start(self) -> Takeover:
+        self._hotkey.start()
+        return self
+
+    def stop(self) -> None:
+        self._hotkey.stop()
+
+    def toggle(self) -> None:
+        """What the hotkey does: ask for the desktop, or hand it back."""
+        if self._wanted.is_set():
+            self._wanted.clear()
+        else:
+            self._wanted.set()
+            self._say(f"deskpilot: {describe_hotkey(self.spec)} pressed: pausing after the current action")
+
+    def requested(self) -> bool:
+        return self._wanted.is_set()
+
+    def hold(self) -> None:
+        """Block while the person has the desktop; Interrupted if the kill switch fires meanwhile."""
+        key = describe_hotkey(self.spec)
+        self._say(f"deskpilot: paused: the desktop is yours; press {key} again to hand it back")
+        while self._wanted.is_set():
+            if self._stop is not None and self._stop.is_set():
+                raise Interrupted("stopped by the kill switch while the person had the desktop")
+            time.sleep(0.05)
+        self._say("deskpilot: resumed: the model will see the screen as you left it")

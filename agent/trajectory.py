@@ -8,7 +8,8 @@ A recording is a folder ``recordings/<timestamp>-<slug>/`` holding:
   estimates, and ``settings``: every public setting of the run. Never an API key.
 * ``steps.jsonl``: one ``Step`` per line, appended, flushed and fsynced as each step ends,
   so a run killed at any point (SIGKILL included) leaves every completed step readable.
-* ``screens/step-NNNN.png``: the full capture of each step (image space, lossless).
+* ``screens/step-NNNN.png``: the full capture of each step (image space, lossless); a
+  human step (the person took the desktop over) also has ``step-NNNN-after.png``.
 * ``outcome.json`` (``Outcome``): how the run ended. Missing after a crash or a kill: the
   recording then loads with outcome ``incomplete``.
 
@@ -34,15 +35,17 @@ A ``Step`` holds, in this order of the loop:
   ``first`` targets, the zoom request's ``attempts``, tokens, cost and time, and whether its
   answer was used (then ``targets`` hold it, in thousandths of the crop, with the crop);
 * ``screen_changed`` / ``changed_fraction``: did the action change the screen (the
-  capture the model saw against the screen once settled; None: not measured, e.g. a dry
-  run), and ``loop`` (``LoopCheck``) when the step completed a loop (the same action on
-  an unchanged screen three times, or an A-B-A-B cycle) and how the run responded;
+  screen before it against the screen once settled; None: not measured, e.g. a dry run),
+  and ``loop`` (``LoopCheck``) when the step completed a loop (the same action on an
+  unchanged screen three times, or an A-B-A-B cycle) and how the run responded;
 * ``timings`` (capture / model / zoom / execute / settle, seconds), ``prompt_tokens``,
   ``completion_tokens``, ``cost_usd`` (summed over the attempts and the zoom request, from
-  the header's price table) and ``error`` (why the step produced no action, or what stopped it).
+  the header's price table) and ``error`` (why the step produced no action, or what stopped it);
+* the person's part: ``decision``/``note`` (the approval prompt, the window scope, or
+  ``takeover``: a human step, with no reply and ``screenshot_after``), ``proposed_action``
+  (the model's own action when the person edited it) and ``user_answer`` (to call_user).
 
-Fields added after the first recordings (``zoom``, ``screen_changed``, ``changed_fraction``,
-``loop``, ``timings.zoom_s``) are optional with defaults, so older recordings still load.
+Fields added later have defaults, so older recordings load unchanged.
 
 ``load`` reads a recording back. Every problem is a ``UsageError`` (exit 2) naming the file
 and, for ``steps.jsonl``, the line: a missing file, a header or outcome that is not a UTF-8
@@ -149,6 +152,7 @@ class LoopCheck(BaseModel):
     steps: list[int] = Field(description="the steps that make the loop")
     response: Literal["told", "zoom", "asked", "stuck"]
     message: str = ""
+    answer: str | None = Field(None, description="what the person said when asked (then the run went on)")
 
 
 class Step(BaseModel):
@@ -181,14 +185,18 @@ class Step(BaseModel):
     completion_tokens: int = 0
     cost_usd: float = 0.0
     error: str | None = None
-    decision: Literal["skip", "edit", "quit", "refused"] | None = Field(
+    decision: Literal["skip", "edit", "quit", "refused", "takeover"] | None = Field(
         None,
-        description="what the user decided at the approval prompt, or refused: outside the --window scope "
-        "(None: approved, or not asked)",
+        description="what the user decided at the approval prompt, or refused: outside the --window scope, "
+        "or takeover: a human step, the person had the desktop (None: approved, or not asked)",
     )
     note: str = Field("", description='the same in words, e.g. "skipped by the user"')
     proposed_action: dict[str, Any] | None = Field(
         None, description="the model's own action when the user edited it at the approval prompt"
+    )
+    user_answer: str | None = Field(None, description="the person's answer to call_user (None: not asked, or none)")
+    screenshot_after: str | None = Field(
+        None, description="a human step: the screen when the person handed back (screenshot: when they took over)"
     )
 
 
@@ -237,9 +245,14 @@ class Recording(BaseModel):
     steps: list[Step]
     outcome: Outcome
 
-    def screenshot_path(self, step: Step) -> Path:
-        """The step's screenshot file; a path that leads outside the recording is refused."""
-        return _inside(self.path, step)
+    def screenshot_path(self, step: Step, after: bool = False) -> Path:
+        """The step's screenshot file (``after``: a human step's second one); a path that
+        leads outside the recording is refused."""
+        return _inside(self.path, step, after)
+
+    def screenshot_paths(self, step: Step) -> list[Path]:
+        """Every screenshot of the step, in the order they were taken."""
+        return [self.screenshot_path(step)] + ([self.screenshot_path(step, True)] if step.screenshot_after else [])
 
     def screenshot(self, step: Step) -> Image.Image:
         with open_image(self.screenshot_path(step), f"screenshot of step {step.step}") as img:
@@ -352,11 +365,12 @@ class JsonlRecorder:
         self._writer: ThreadPoolExecutor | None = None
         self._pending: list[tuple[str, Future]] = []
 
-    def save_screenshot(self, step: int, image: Image.Image) -> str:
+    def save_screenshot(self, step: int, image: Image.Image, suffix: str = "") -> str:
         """Start writing the lossless screenshot in the background (a 1080p PNG takes
         ~90 ms, done while the model thinks); ``write_step`` waits for it, so a step line
-        never names a file that is not complete on disk."""
-        relative = f"screens/step-{step:04d}.png"
+        never names a file that is not complete on disk. ``suffix`` names a step's second
+        screenshot (``after``: ``step-NNNN-after.png``)."""
+        relative = f"screens/step-{step:04d}{'-' + suffix if suffix else ''}.png"
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deskpilot-png")
         future = self._writer.submit(image.save, self.path / relative, format="PNG", compress_level=1)
@@ -516,16 +530,17 @@ def load(path: str | os.PathLike[str], check_screens: bool = True) -> Recording:
         )
     recording = Recording(path=root, header=header, steps=steps, outcome=outcome)
     for step in steps:
-        screenshot = recording.screenshot_path(step)
-        if check_screens:
-            with open_image(screenshot, f"screenshot of step {step.step}") as img:
-                img.verify()  # reads every chunk and checks its CRC, without decompressing
+        for screenshot in recording.screenshot_paths(step):
+            if check_screens:
+                with open_image(screenshot, f"screenshot of step {step.step}") as img:
+                    img.verify()  # reads every chunk and checks its CRC, without decompressing
     return recording
 
 
-def _inside(root: Path, step: Step) -> Path:
-    """``root / step.screenshot``, refused unless it stays inside ``root`` (symlinks resolved)."""
-    relative = step.screenshot
+def _inside(root: Path, step: Step, after: bool = False) -> Path:
+    """``root / step.screenshot`` (``after``: ``step.screenshot_after``), refused unless it
+    stays inside ``root`` (symlinks resolved)."""
+    relative = (step.screenshot_after or "") if after else step.screenshot
     path = root / relative
     refused = "\x00" in relative or Path(relative).is_absolute() or ".." in Path(relative).parts
     if not refused:

@@ -67,7 +67,9 @@ def zoom_reason(
         return forced
     if retried:
         return "the last try at the same element changed nothing"
-    box_model = action.start_box  # type: ignore[union-attr]
+    box_model: tuple[int, ...] | None = getattr(action, "start_box", None)
+    if box_model is None:
+        return None
     if len(box_model) == 4:
         width_model, height_model = box_model[2] - box_model[0], box_model[3] - box_model[1]
         if min(width_model, height_model) < SMALL_BOX_THOUSANDTHS:

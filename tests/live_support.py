@@ -4,7 +4,8 @@
 * ``xvfb_display(width, height)`` (from ``agent.xvfb``, shared with ``bench --live``): a context manager running Xvfb (``-nolisten tcp``, on a
   free display number chosen by Xvfb itself through ``-displayfd``) plus openbox, with
   ``os.environ["DISPLAY"]`` pointing at it inside the block; yields the display name.
-* ``TargetApp(events_file=None, geometry=None, small_target=None)``: starts ``tests/apps/target_app.py`` on
+* ``set_monitors(rects)``: split the current X screen into RandR monitors (two-monitor tests).
+* ``TargetApp(events_file=None, geometry=None, title=None, small_target=None)``: starts ``tests/apps/target_app.py`` on
   the current DISPLAY and waits for its "ready" event (kept as ``.ready``); ``events()``
   reads back what it logged (format: that file's docstring), ``wait_for(predicate,
   timeout, since=0)`` polls until ``predicate(events)`` holds, ``mark()`` counts events
@@ -49,6 +50,7 @@ class TargetApp:
         events_file: str | Path | None = None,
         geometry: str | None = None,
         timeout: float = 15.0,
+        title: str | None = None,
         small_target: int | None = None,
     ) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="deskpilot-target-")
@@ -57,6 +59,8 @@ class TargetApp:
         command = [sys.executable, str(TARGET_APP), str(self.events_file)]
         if geometry:
             command += ["--geometry", geometry]
+        if title:
+            command += ["--title", title]
         if small_target:
             command += ["--small-target", str(small_target)]
         self._stderr = open(Path(self._dir.name) / "stderr.txt", "w+")
@@ -121,3 +125,39 @@ class TargetApp:
                 self.process.wait()
         self._stderr.close()
         self._dir.cleanup()
+
+
+def set_monitors(rects: list[tuple[int, int, int, int]]) -> None:
+    """Split the current X screen into RandR 1.5 monitors, one per (left, top, width, height),
+    the first primary and holding the screen's output: mss then lists exactly these (Xvfb
+    has one output, so this is how a test gets a two-monitor desktop). They last while some
+    client stays connected (Xvfb resets when the last one leaves: keep the window manager
+    running). python-xlib's own
+    ``xrandr_set_monitor`` cannot pack its request, hence the flat one here."""
+    from Xlib.display import Display
+    from Xlib.ext import randr
+    from Xlib.protocol import rq
+
+    class SetMonitor(rq.Request):
+        _request = rq.Struct(
+            rq.Card8("opcode"), rq.Opcode(43), rq.RequestLength(), rq.Window("window"),
+            rq.Card32("name"), rq.Bool("primary"), rq.Bool("automatic"), rq.LengthOf("outputs", 2),
+            rq.Int16("x"), rq.Int16("y"), rq.Card16("width_in_pixels"), rq.Card16("height_in_pixels"),
+            rq.Card32("width_in_millimeters"), rq.Card32("height_in_millimeters"), rq.List("outputs", rq.Card32Obj),
+        )  # fmt: skip
+
+    display = Display()
+    try:
+        root = display.screen().root
+        outputs = list(root.xrandr_get_screen_resources().outputs)
+        for number, (left, top, width, height) in enumerate(rects):
+            SetMonitor(
+                display=display.display, opcode=display.display.get_extension_major(randr.extname), window=root,
+                name=display.intern_atom(f"DESKPILOT-{number + 1}"), primary=number == 0, automatic=False,
+                x=left, y=top, width_in_pixels=width, height_in_pixels=height,
+                width_in_millimeters=width * 254 // 960, height_in_millimeters=height * 254 // 960,  # 96 dpi
+                outputs=outputs if number == 0 else [],
+            )  # fmt: skip
+        display.sync()
+    finally:
+        display.close()

@@ -268,3 +268,14 @@ def test_thinking_flags_reach_the_request(tmp_path, flags, thinking):
     assert proc.returncode == 0, proc.stderr
     assert server.requests[0]["chat_template_kwargs"] == {"enable_thinking": thinking}
     assert server.requests[0]["skip_special_tokens"] is False
+
+
+def test_the_readme_exit_code_table_is_the_one_in_errors():
+    from agent.errors import EXIT_CODES
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    rows = [line for line in readme.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    assert rows == [f"| {code} | {meaning} |" for code, meaning in EXIT_CODES]
+    for command in ("run", "replay", "view"):
+        shown = deskpilot(command, "--help").stdout
+        assert all(f"  {code:<4} {meaning}" in shown for code, meaning in EXIT_CODES), command

@@ -15,7 +15,7 @@ from agent.errors import (
     UnknownAction,
     UnparseableReply,
 )
-from agent.parsing import ParsedReply, parse_reply, strip_markup
+from agent.parsing import MAX_MEMORY_CHARS, MAX_THOUGHT_CHARS, ParsedReply, parse_reply, strip_markup
 
 BOX = "<|begin_of_box|>{}<|end_of_box|>"
 
@@ -350,6 +350,33 @@ SHAPES = [
     ("bare_box_line", "Click:\n[586,446]\n", None, "left_click", (586, 446), {}, "bare_box"),
     ("bare_box_token", BOX.format("[586,446]"), None, "left_click", (586, 446), {}, "bare_box"),
     (
+        "prose_box_without_tokens",
+        "The button is at [835,626,931,883].",
+        None,
+        "left_click",
+        (835, 626, 931, 883),
+        {},
+        "bare_box",
+    ),
+    (
+        "prose_point_repeated",
+        "<think>maybe [1,2,3,4]?</think>Click at [500, 300]; yes, [500,300] is the OK button.",
+        None,
+        "left_click",
+        (500, 300),
+        {},
+        "bare_box",
+    ),
+    (
+        "mobile_input_text_keeps_its_box",
+        "{'action_type': 'input_text', 'text': 'hello', 'box_2d': [[100,200,300,400]]}",
+        None,
+        "type",
+        (100, 200, 300, 400),
+        {"content": "hello"},
+        "json",
+    ),
+    (
         "expression_call_then_box",
         "left_click(start_box=get_pos())\n" + BOX.format("[40,41]"),
         None,
@@ -543,3 +570,58 @@ def test_strip_markup():
     assert strip_markup(text) == "Shown [1,2]"
     assert strip_markup("before <think>never closed") == "before"
     assert strip_markup("Keep <think>drop</think>this") == "Keep this"
+
+
+def test_several_prose_boxes_are_an_error_that_says_so():
+    with pytest.raises(UnparseableReply, match="several different boxes"):
+        parse_reply("It is either at [100,200,300,400] or at [500,600,700,800].")
+
+
+@pytest.mark.parametrize(
+    "content,error",
+    [
+        ("left_click(start_box=get_pos()) at [100,200,300,400]", InvalidArguments),  # an action call is present
+        ("teleport(start_box='[1,2]') near [100,200,300,400]", UnknownAction),
+        ("In 2024 I saw [2024,1999]; nothing else.", UnparseableReply),  # out of range: not a place
+        ("The values are [1,2,3].", UnparseableReply),  # three numbers: neither a point nor a box
+    ],
+)
+def test_prose_box_only_when_nothing_else_is_meant(content, error):
+    with pytest.raises(error):
+        parse_reply(content)
+
+
+def test_the_last_call_wins_however_many_come_before():
+    reply = parse_reply("I could left_click(start_box='[1,1]')." + " f(x)" * 300 + " right_click(start_box='[2,2]')")
+    assert (reply.action.kind, reply.action.start_box) == ("right_click", (2, 2))
+
+
+def test_a_call_quoted_among_many_calls_is_still_not_the_action():
+    quoted = "type(content='" + "g(y) " * 2000 + 'left_click(start_box="[1,2]")\')'
+    reply = parse_reply(quoted)
+    assert reply.action.kind == "type" and reply.action.content.endswith('left_click(start_box="[1,2]")')
+
+
+def test_thought_is_capped_and_the_cut_marked():
+    reply = parse_reply("I read the page. " * 1000 + "\nleft_click(start_box='[1,2]')")
+    assert len(reply.thought) == MAX_THOUGHT_CHARS and reply.thought.endswith("…")
+    assert reply.thought.startswith("I read the page.")
+    from_json = parse_reply(json.dumps({"thought": "t" * 5000, "action": "WAIT"}))
+    assert len(from_json.thought) == MAX_THOUGHT_CHARS
+
+
+def test_memory_is_plain_json_and_capped_keeping_the_latest():
+    reply = parse_reply("WAIT()\nMemory: [{1, 2}, (3, 4), b'x', 'note']")
+    assert reply.memory == ["{1, 2}", [3, 4], "b'x'", "note"]
+    notes = [f"note {i}: " + "x" * 90 for i in range(200)]
+    big = parse_reply("WAIT()\nMemory: " + json.dumps(notes)).memory
+    assert len(json.dumps(big, ensure_ascii=False)) <= MAX_MEMORY_CHARS and big[-1] == notes[-1]
+    assert big == notes[-len(big) :]
+    huge_item = parse_reply("WAIT()\nMemory: " + json.dumps(["y" * 20_000])).memory
+    assert len(json.dumps(huge_item)) <= MAX_MEMORY_CHARS and huge_item[0].endswith("…")
+
+
+def test_long_model_error_messages_are_cut():
+    with pytest.raises(InvalidArguments) as info:
+        parse_reply("left_click(start_box='" + "1," * 20_000 + "')")
+    assert len(str(info.value)) <= 400 and str(info.value).endswith("…")

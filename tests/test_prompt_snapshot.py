@@ -35,6 +35,7 @@ def request() -> StepRequest:
         history,
         ["original $80.00", "now $60.00"],
         "UnparseableReply: no action found",
+        ask_user=True,  # a run in a terminal offers call_user
     )
 
 
@@ -47,3 +48,16 @@ def test_rendered_prompt_matches_the_snapshot(protocol, monkeypatch):
     if os.environ.get("DESKPILOT_UPDATE_SNAPSHOTS"):
         path.write_text(built.prompt_text, encoding="utf-8")
     assert built.prompt_text == path.read_text(encoding="utf-8"), f"prompt changed: refresh {path.name} if meant"
+
+
+def test_the_prompts_action_space_is_generated_from_the_action_models():
+    from actions.schema import ACTION_TYPES, action_space_text
+    from agent.parsing import parse_reply
+
+    lines = action_space_text().splitlines()
+    assert [line.split("(", 1)[0] for line in lines] == list(ACTION_TYPES)
+    for line in lines:  # every example line is itself a call the parser reads (with real values filled in)
+        call = line.split("  #", 1)[0].replace("'[x,y]'", "'[500,500]'").replace("'[x1,y1]'", "'[1,2]'")
+        call = call.replace("'[x2,y2]'", "'[3,4]'").replace("'down or up'", "'down'").replace("keys=''", "keys='a'")
+        call = call.replace("question=''", "question='Which one?'")
+        assert parse_reply(call).action.kind == line.split("(", 1)[0]

@@ -83,7 +83,7 @@ def test_zoom_hits_a_small_target_the_imprecise_first_answer_misses(seed, tmp_pa
     hits = {}
     for mode in ("off", "auto"):
         model = ImpreciseModel(k=10)  # 1 % of the image it sees: 26 px on the whole screen, 3 px in the crop
-        planner = ScriptedPlanner([model.decide_request], repeat_last=True)
+        planner = ScriptedPlanner([model.decide_request] * 40)
         result, executor, rec = episode(planner, Desk(image), tmp_path / mode, Recovery(zoom=mode))
         assert result.outcome.status == "done"
         clicked = rec.steps[0].targets[0].point_image
@@ -210,7 +210,7 @@ CLICK = "Click Save.\n<|begin_of_box|>left_click(start_box='[500,500]', element_
 
 def test_a_repeated_click_that_changes_nothing_ends_stuck(tmp_path):
     desk = Desk(plain("white"))
-    planner = ScriptedPlanner([CLICK], repeat_last=True)
+    planner = ScriptedPlanner([CLICK] * 40)
     result, executor, rec = episode(planner, desk, tmp_path, Recovery(zoom="off"), settle=desk, max_steps=30)
     assert result.outcome.status == "stuck" and len(rec.steps) == 5 and len(executor.performed) == 5
     assert "changed nothing 3 times" in result.outcome.message and rec.outcome.status == "stuck"
@@ -229,7 +229,7 @@ def test_a_repeated_click_that_changes_nothing_ends_stuck(tmp_path):
 def test_the_loop_escalation_zooms_before_giving_up(tmp_path):
     image, _ = small_target_screen((1920, 1080), 5)  # native size: auto would not zoom a point
     desk = Desk(image)
-    planner = ScriptedPlanner([CLICK], repeat_last=True)
+    planner = ScriptedPlanner([CLICK] * 40)
     recovery = Recovery(zoom="auto")
     result, _, rec = episode(planner, desk, tmp_path, recovery, settle=desk, max_steps=30)
     assert result.outcome.status == "stuck"
@@ -252,11 +252,13 @@ def test_the_person_can_be_asked_instead_of_ending_stuck(tmp_path):
             return "DONE()"
         return CLICK
 
-    planner = ScriptedPlanner([model], repeat_last=True)
+    planner = ScriptedPlanner([model] * 40)
     result, _, rec = episode(planner, desk, tmp_path, Recovery(zoom="off", on_stuck=on_stuck), settle=desk)
     assert result.outcome.status == "done" and [a[0] for a in asked] == [5]
     assert rec.steps[4].loop.response == "asked"
-    assert "The user says: the Save button is greyed out" in planner.calls[5].history[-1].result
+    assert rec.steps[4].loop.answer == "the Save button is greyed out; use ctrl+s"
+    assert "The user says: 'the Save button is greyed out; use ctrl+s'" in planner.calls[5].history[-1].result
+    assert check(rec) == [] and simulate(rec) == []  # the recorded answer is given again
 
 
 def test_an_a_b_a_b_cycle_ends_stuck(tmp_path):
@@ -343,7 +345,7 @@ def test_retried_unchanged_knows_the_same_element():
 
 def test_replay_check_regrounds_through_the_recorded_crop(tmp_path):
     image, _ = small_target_screen((2560, 1440), 2)
-    planner = ScriptedPlanner([ImpreciseModel(k=10).decide_request], repeat_last=True)
+    planner = ScriptedPlanner([ImpreciseModel(k=10).decide_request] * 40)
     _, _, rec = episode(planner, Desk(image), tmp_path, Recovery(zoom="auto"))
     assert rec.steps[0].zoom is not None and rec.steps[0].zoom.used
     assert check(rec) == [] and simulate(rec) == []
@@ -362,7 +364,7 @@ def test_replay_check_regrounds_through_the_recorded_crop(tmp_path):
 def test_replay_simulate_reproduces_the_loop_escalation(tmp_path):
     image, _ = small_target_screen((1920, 1080), 5)
     desk = Desk(image)
-    planner = ScriptedPlanner([CLICK], repeat_last=True)
+    planner = ScriptedPlanner([CLICK] * 40)
     result, _, rec = episode(planner, desk, tmp_path, Recovery(zoom="auto"), settle=desk, max_steps=30)
     assert result.outcome.status == "stuck" and sum(s.zoom is not None for s in rec.steps) == 4
     assert check(rec) == [] and simulate(rec) == []

@@ -44,7 +44,7 @@ def clicker() -> Callable[[int, int], None] | None:
 
         return xdotool_click
     try:
-        import pyautogui  # type: ignore[import-untyped]
+        import pyautogui
     except Exception:  # pyautogui fails at import time without a usable display
         return None
 

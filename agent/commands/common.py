@@ -5,7 +5,8 @@
   ``run`` and ``replay --heal``; with ``recorded`` the defaults come from a recording's header.
 * ``Console``: the only way a command prints. Every line is scrubbed of secrets and the API
   key, then passed through ``agent.text.printable`` (control characters made visible), so no
-  model-derived text can rewrite the terminal.
+  model-derived text can rewrite the terminal. ``Console.ask`` puts the model's question to
+  the person at the terminal and reads their answer.
 """
 
 from __future__ import annotations
@@ -37,14 +38,24 @@ class Parser(argparse.ArgumentParser):
 class Console:
     """Prints lines for a person: secrets scrubbed, control characters visible."""
 
-    def __init__(self, scrub: Callable[[str], str] | None = None, out: TextIO | None = None) -> None:
+    def __init__(
+        self, scrub: Callable[[str], str] | None = None, out: TextIO | None = None, inp: TextIO | None = None
+    ) -> None:
         self.scrub = scrub or (lambda text: text)
         self.out = out
+        self.inp = inp
 
     def say(self, line: str, *, err: bool = False) -> None:
         """Print one line (a line break inside it is shown as \\n, never obeyed)."""
         stream = sys.stderr if err else (self.out or sys.stdout)
         print(printable(self.scrub(line)), file=stream, flush=True)
+
+    def ask(self, question: str, who: str = "the model asks") -> str | None:
+        """Show the model's question (or ``who`` else asks) and read one line of answer (None: end of input)."""
+        self.say(f"deskpilot: {who}: {question}")
+        print("your answer (Enter sends it, Ctrl-D gives none): ", end="", file=self.out or sys.stdout, flush=True)
+        line = (self.inp or sys.stdin).readline()
+        return line.rstrip("\r\n") if line else None
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, recorded: bool = False) -> None:

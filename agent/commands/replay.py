@@ -91,7 +91,7 @@ def _execute(
     from contextlib import ExitStack
 
     from actions.pyautogui_executor import PyAutoGuiExecutor
-    from agent.capture import MssScreen
+    from agent.capture import MssScreen, Screen
     from agent.planner import GLMPlanner
     from agent.safety import KillSwitch, Secrets, SecretTypingExecutor
 
@@ -101,6 +101,7 @@ def _execute(
     approve = Approver(args.confirm, args.always_confirm, scrub=secrets.scrub)
     with ExitStack() as stack:
         scope = refuse = None
+        screen: Screen
         if recording.header.window:
             from agent.window import WindowScope
 

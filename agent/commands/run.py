@@ -1,7 +1,7 @@
 """``deskpilot run TASK``: perform a task on the desktop (or on mocked screens, dry).
 
 Builds the three seams (screen, planner, executor), the recorder and the hooks (kill hotkey,
-approvals, window scope, settle) from the flags, runs ``agent.loop.run_episode`` and prints one
+takeover hotkey, approvals, window scope, settle, the model's questions) from the flags, runs ``agent.loop.run_episode`` and prints one
 line per step through the ``Console``. SIGTERM and SIGHUP end a run like Ctrl-C: the outcome is
 written and the exit code is 130.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -26,10 +27,12 @@ from agent.planner import GLMPlanner
 from agent.safety import (
     DEFAULT_ALWAYS_CONFIRM,
     DEFAULT_KILL_HOTKEY,
+    DEFAULT_TAKEOVER_HOTKEY,
     Approver,
     KillSwitch,
     Secrets,
     SecretTypingExecutor,
+    Takeover,
     describe_hotkey,
 )
 from agent.settle import AdaptiveSettle, SettleConfig
@@ -121,6 +124,19 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
         help="global hotkey that stops the run from any window: KEY*N (a key pressed "
         f"N times within 1.5 s) or a combo like ctrl+alt+q (default: {DEFAULT_KILL_HOTKEY})",
     )
+    safety.add_argument(
+        "--takeover-hotkey",
+        default=DEFAULT_TAKEOVER_HOTKEY,
+        metavar="KEYS",
+        help="global hotkey with which you take the desktop over after the current action, and hand it back "
+        f"(press it again); 'none' turns it off (default: {DEFAULT_TAKEOVER_HOTKEY})",
+    )
+    safety.add_argument(
+        "--no-ask",
+        action="store_true",
+        help="do not offer the model call_user (asking you a question); if it asks anyway the run ends as "
+        "failed, the question its reason. Without a terminal on stdin this is the default",
+    )
     safety.add_argument("--confirm", action="store_true", help="ask approve / skip / edit / quit before every action")
     safety.add_argument(
         "--always-confirm",
@@ -144,13 +160,28 @@ def step_line(step: Step, scrub: Callable[[str], str] | None = None) -> str:
         flags += "  [zoomed in]" if step.zoom.used else "  [zoom answer not used]"
     tokens = step.prompt_tokens + step.completion_tokens
     usage = f"  {tokens:,} tok" + (f" ${step.cost_usd:.4f}" if step.cost_usd else "") if tokens else ""
-    note = f"  ({step.note})" if step.decision in ("refused", "skip", "edit") else ""
+    note = f"  ({step.note})" if step.note else ""
     if step.screen_changed is False:
         note += "  (the screen did not change)"
     if step.loop is not None:
         note += f"  loop: {step.loop.message} [{step.loop.response}]"
     error = f"  ! {step.error}" if step.error else ""
     return f"step {step.step:>3}  {what}  {step.timings.model_s:.2f}s{usage}{flags}{note}{error}"
+
+
+def ask_when_stuck(console: Console) -> Callable[[Step, str], str | None]:
+    """The run's ``Recovery.on_stuck``: when a loop outlasted telling the model and zooming in,
+    ask the person what to do; their words go to the model (empty, or Ctrl-D: end ``stuck``)."""
+
+    def on_stuck(step: Step, message: str) -> str | None:
+        answer = console.ask(
+            f"{message}. What should it do instead? (your answer goes to the model; Enter alone or Ctrl-D "
+            "ends the run as stuck)",
+            who=f"stuck at step {step.step}",
+        )
+        return answer.strip() or None if answer is not None else None
+
+    return on_stuck
 
 
 @contextmanager
@@ -199,10 +230,13 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         else:
             screen = MssScreen(args.monitor)
             stack.callback(screen.close)
-        kill_switch = None
+        kill_switch = takeover = None
         if args.screens is None:
             kill_switch = KillSwitch(args.kill_hotkey).start()
             stack.callback(kill_switch.stop)
+            if args.takeover_hotkey.strip().lower() != "none":
+                takeover = Takeover(args.takeover_hotkey, say=console.say, stop_event=kill_switch.stop_event).start()
+                stack.callback(takeover.stop)
         executor: Executor
         if dry_run:
             executor = DryRunExecutor(log=console.say)
@@ -237,6 +271,14 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                 f"deskpilot: stop with {describe_hotkey(args.kill_hotkey)} (in any window), Ctrl-C here, "
                 "or throw the mouse into a screen corner"
             )
+        if takeover is not None:
+            hotkey = describe_hotkey(args.takeover_hotkey)
+            console.say(
+                f"deskpilot: take the desktop over with {hotkey} (in any window), {hotkey} again to hand it back"
+            )
+        can_ask = not args.no_ask and sys.stdin.isatty()
+        if not args.no_ask and not can_ask:
+            console.say("deskpilot: stdin is not a terminal: the model cannot ask you questions (as with --no-ask)")
         settle = None
         if not dry_run:
             settle = AdaptiveSettle.for_screen(screen, SettleConfig(quiet_s=args.settle_quiet, max_s=args.settle_max))
@@ -254,7 +296,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                 approve=approve,
                 refuse=(lambda action, points: scope.refuse(action.kind, points)) if scope else None,
                 settle=settle,
-                recovery=Recovery(zoom=args.zoom),
+                ask_user=console.ask if can_ask else None,
+                takeover=takeover,
+                recovery=Recovery(zoom=args.zoom, on_stuck=ask_when_stuck(console) if can_ask else None),
             )
     outcome = result.outcome
     cost = f", ${outcome.cost_usd:.4f}" if outcome.cost_usd else ""

@@ -10,10 +10,12 @@
 * ``simulate``: the whole loop (``run_episode``) with the recorded screenshots as mocked
   screens (``ImageScreen``), the recorded replies (every attempt, in order) as a
   ``ScriptedPlanner``, and the ``DryRunExecutor``; the performed actions must come out the
-  same, step by step. Decisions recorded at the approval prompt (skip, edit, quit) and
-  refusals of a ``--window`` scope are replayed too, and so are the recorded progress checks
-  (whether each action changed the screen), with the recorded ``--zoom`` mode, so zoom
-  requests and loop escalations happen where they did.
+  same, step by step. Decisions recorded at the approval prompt (skip, edit, quit),
+  refusals of a ``--window`` scope, the person's answers to call_user and their takeovers
+  (human steps, with the screenshots before and after) are replayed too, and so are the
+  recorded progress checks (whether each action changed the screen) and the person's answer
+  when the run was stuck, with the recorded ``--zoom`` mode, so zoom requests and loop
+  escalations happen where they did.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from actions.executor import DryRunExecutor, Performed
-from actions.schema import ACTION_ADAPTER, TERMINAL_KINDS, Action, action_to_call
+from actions.schema import ACTION_ADAPTER, ASK_KIND, TERMINAL_KINDS, Action, action_to_call
 from agent.capture import ImageScreen
 from agent.config import Settings
 from agent.errors import EndpointError, Interrupted, ModelError, UsageError
@@ -158,7 +160,7 @@ def recorded_actions(recording: Recording) -> list[Performed]:
                 Performed(
                     step.step,
                     action["kind"],
-                    tuple(tuple(t.point_screen) for t in step.targets),
+                    tuple(t.point_screen for t in step.targets),
                     action.get("content") or action.get("keys"),
                 )
             )
@@ -170,6 +172,7 @@ def executed(step: Step) -> bool:
     return (
         step.action is not None
         and step.action.get("kind") not in TERMINAL_KINDS
+        and step.action.get("kind") != ASK_KIND  # a question to the person presses nothing
         and step.decision not in ("skip", "quit", "refused")
     )
 
@@ -183,8 +186,9 @@ def simulate(recording: Recording) -> list[Difference]:
     planner = ScriptedPlanner(replies)
     first = steps[0].geometry
     screen = ImageScreen(
-        [recording.screenshot_path(s) for s in steps], origin=(first.left, first.top), scale=first.scale
-    )
+        [path for s in steps for path in recording.screenshot_paths(s)], origin=(first.left, first.top),
+        scale=first.scale,
+    )  # fmt: skip
     executor = DryRunExecutor()
     performed: list[Performed] = []
     simulated: list[Step] = []
@@ -204,10 +208,18 @@ def simulate(recording: Recording) -> list[Difference]:
             executor=executor,
             settings=_settings(recording),
             on_step=on_step,
-            limits=Limits(max_steps=len(steps), model_retries=_model_retries(recording)),
+            limits=Limits(
+                max_steps=sum(s.decision != "takeover" for s in steps), model_retries=_model_retries(recording)
+            ),
             approve=gates.approve,
             refuse=gates.refuse,
-            recovery=Recovery(zoom=_zoom_mode(recording), changed=lambda step: _recorded_change(steps, step.step)),
+            ask_user=gates.ask_user,
+            takeover=_RecordedTakeover(steps, simulated),
+            recovery=Recovery(
+                zoom=_zoom_mode(recording),
+                changed=lambda step: _recorded_change(steps, step.step),
+                on_stuck=lambda step, message: _recorded_answer(steps, step.step),
+            ),
         )
     except EndpointError:  # the scripted planner ran out of recorded replies
         at = simulated[-1].step + 1 if simulated else 1
@@ -227,7 +239,8 @@ def simulate(recording: Recording) -> list[Difference]:
             a = expected[i] if i < len(expected) else None
             b = performed[i] if i < len(performed) else None
             if a != b:
-                found.append(Difference((a or b).step, f"performed {b or 'nothing'}, recorded {a or 'nothing'}"))
+                at = (a.step if a is not None else None) or (b.step if b is not None else None) or steps[-1].step
+                found.append(Difference(at, f"performed {b or 'nothing'}, recorded {a or 'nothing'}"))
                 break
     if planner.replies and not found:
         found.append(Difference(steps[-1].step, f"{len(planner.replies)} recorded replies were never asked for"))
@@ -261,6 +274,12 @@ def _recorded_change(steps: list[Step], number: int) -> float | None:
     return steps[number - 1].changed_fraction if 0 < number <= len(steps) else None
 
 
+def _recorded_answer(steps: list[Step], number: int) -> str | None:
+    """What the person said when the recorded run was stuck at step ``number`` (None: it ended)."""
+    loop = steps[number - 1].loop if 0 < number <= len(steps) else None
+    return loop.answer if loop is not None else None
+
+
 def _model_retries(recording: Recording) -> int:
     """The recorded run's retry budget: from the header, else worked out from the steps
     (a step with no usable reply used all of it)."""
@@ -279,8 +298,15 @@ class _RecordedGates:
     decision at the approval prompt (skip, edit, quit), for each step that had an action."""
 
     def __init__(self, steps: list[Step]) -> None:
-        self._queue = [s for s in steps if s.action is not None and s.action.get("kind") not in TERMINAL_KINDS]
+        self._queue = [
+            s for s in steps if s.action is not None and s.action.get("kind") not in (*TERMINAL_KINDS, ASK_KIND)
+        ]
         self._current: Step | None = None
+        self._answers = iter([s.user_answer for s in steps if (s.action or {}).get("kind") == ASK_KIND])
+
+    def ask_user(self, question: str) -> str | None:
+        """The person's recorded answers to call_user, in order."""
+        return next(self._answers, None)
 
     def refuse(self, action: Action, points_screen: list) -> str | None:
         if self._current is not None:  # asked again for an edited action: it passed in the recording
@@ -300,3 +326,18 @@ class _RecordedGates:
             self._current = step  # the loop asks the scope again about the edit
             return Decision("approve", ACTION_ADAPTER.validate_python(step.action))
         return Decision("approve", action)
+
+
+@dataclass
+class _RecordedTakeover:
+    """The person takes over where the recording has a human step; the hold is instant."""
+
+    steps: list[Step]
+    simulated: list[Step]
+
+    def requested(self) -> bool:
+        done = len(self.simulated)
+        return done < len(self.steps) and self.steps[done].decision == "takeover"
+
+    def hold(self) -> None:
+        pass

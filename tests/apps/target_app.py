@@ -1,6 +1,7 @@
 """A small Tk window that live tests drive with real input and that reports what it received.
 
-Run as ``python tests/apps/target_app.py EVENTS_FILE [--geometry WxH+X+Y] [--small-target PX]``. Every event is
+Run as ``python tests/apps/target_app.py EVENTS_FILE [--geometry WxH+X+Y] [--title TITLE]
+[--small-target PX]``. Every event is
 appended to EVENTS_FILE as one JSON line, flushed at once. All coordinates are root (screen)
 pixels, and every event carries ``"t"``, the wall-clock time it was logged. The events:
 
@@ -39,6 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("events_file")
     parser.add_argument("--geometry", default="720x520+140+90", help="Tk geometry WxH+X+Y")
+    parser.add_argument("--title", default="deskpilot target", help="the window title")
     parser.add_argument("--small-target", type=int, metavar="PX", help="add a PX x PX green square")
     args = parser.parse_args()
     out = open(args.events_file, "a", encoding="utf-8")
@@ -48,7 +50,7 @@ def main() -> None:
         out.flush()
 
     root = tk.Tk()
-    root.title("deskpilot target")
+    root.title(args.title)
     root.geometry(args.geometry)
     root.configure(background="#D0D0D0")
 
