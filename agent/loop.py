@@ -431,12 +431,12 @@ def _zoom(run: Run, step: Step, seen: _Perceived, grounded: Grounded) -> None:
         return StepRequest(run.task, step.step, crop, no_thinking=True, deadline=run.deadline(), grounding=ask_for)
 
     def on_reply(result: PlannerResult, error: ModelError | None) -> None:
-        before = (step.prompt_tokens, step.completion_tokens, step.cost_usd)
-        zoom.attempts.append(_account(run, step, result, error))
+        raw = result.raw
+        zoom.attempts.append(_account(run, step, result, error))  # the step's totals include the zoom
         zoom.prompt_text, zoom.estimated_tokens = result.prompt_text, result.estimated_tokens
-        zoom.prompt_tokens += step.prompt_tokens - before[0]
-        zoom.completion_tokens += step.completion_tokens - before[1]
-        zoom.cost_usd = round(zoom.cost_usd + step.cost_usd - before[2], 8)
+        zoom.prompt_tokens += raw.prompt_tokens
+        zoom.completion_tokens += raw.completion_tokens
+        zoom.cost_usd = round(zoom.cost_usd + run.settings.cost(raw.prompt_tokens, raw.completion_tokens), 8)
         zoom.model_s = round(zoom.model_s + result.latency_s, 4)
 
     zoomed, feedback = ask(run.planner, request, step.geometry, 1, on_reply, check_zoom_answer, crop_image)
@@ -520,7 +520,7 @@ def _progress(run: Run, step: Step) -> str:
     loop = find_loop([*run.steps, step], same_screen)
     notes = ["the screen did not change"] if step.screen_changed is False else []
     if loop is None:
-        run.loop_level = 0
+        run.loop_level, run.force_zoom = 0, None
         return "; ".join(notes)
     run.loop_level += 1
     response: Response = ESCALATION[min(run.loop_level, len(ESCALATION)) - 1]
