@@ -3,6 +3,7 @@ with fake models that point imprecisely, repeat a click that does nothing, or go
 
 from __future__ import annotations
 
+import io
 import json
 import re
 
@@ -13,6 +14,8 @@ from actions.executor import DryRunExecutor
 from actions.schema import build_action
 from agent.bench.imprecise import ELEMENT, ImpreciseModel, small_target_screen
 from agent.capture import Screenshot, thumbnail
+from agent.commands.common import Console
+from agent.commands.run import ask_when_stuck
 from agent.config import Settings
 from agent.geometry import MonitorGeometry
 from agent.loop import Limits, Recovery, run_episode
@@ -393,3 +396,11 @@ def test_the_report_draws_the_crop_both_points_and_the_progress(tmp_path):
     assert "<b>the screen did not change</b> (0.00 % of it)" in page
     assert evil not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert "zoom reply: accepted" in page and "the zoomed-in crop" in page
+
+
+@pytest.mark.parametrize("typed,want", [("use ctrl+s\n", "use ctrl+s"), ("\n", None), ("", None)])
+def test_the_cli_asks_the_person_when_stuck(typed, want):
+    out = io.StringIO()
+    on_stuck = ask_when_stuck(Console(out=out, inp=io.StringIO(typed)))
+    assert on_stuck(step(5, CLICK_AT, (500, 500)), "the same action changed nothing 3 times") == want
+    assert out.getvalue().startswith("deskpilot: stuck at step 5: the same action changed nothing 3 times. What")
