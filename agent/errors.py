@@ -31,6 +31,8 @@ Two families, kept apart on purpose:
 
 from __future__ import annotations
 
+from typing import Any
+
 EXIT_DONE = 0
 EXIT_NOT_DONE = 1  # infeasible, a budget ran out, or stuck in a loop (doctor: a problem)
 EXIT_USAGE = 2
@@ -90,9 +92,13 @@ class NoPoint(ModelError):
 
 
 class DeskpilotError(Exception):
-    """Something outside the model went wrong; the message says what to do."""
+    """Something outside the model went wrong; the message says what to do.
+
+    ``result``: when raised out of a run (``agent.loop.run_episode``), the run so far (an
+    ``EpisodeResult``: its outcome, steps and recording); otherwise None."""
 
     exit_code = EXIT_USAGE
+    result: Any = None
 
 
 class UsageError(DeskpilotError):

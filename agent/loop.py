@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from PIL import Image
@@ -53,7 +54,7 @@ from agent.progress import ESCALATION, Response, changed_since, find_loop, is_ch
 from agent.protocol import GroundingAsk, HistoryEntry, StepRequest
 from agent.safety import Decision
 from agent.text import quoted
-from agent.trajectory import Attempt, JsonlRecorder, LoopCheck, Outcome, OutcomeStatus, SentInfo, Step, Zoom
+from agent.trajectory import Attempt, LoopCheck, Outcome, OutcomeStatus, SentInfo, Step, Zoom
 from agent.zoom import ZoomMode, check_zoom_answer, crop_for, cut_crop, element_for, retried_unchanged, zoom_reason
 
 Approve = Callable[[Action, list[PointScreen]], Decision]
@@ -103,8 +104,23 @@ class Recovery:
 
 @dataclass
 class EpisodeResult:
+    """How a run ended, its steps, and the folder it was recorded in (None: not recorded)."""
+
     outcome: Outcome
     steps: list[Step] = field(default_factory=list)
+    recording: Path | None = None
+
+
+class Recorder(Protocol):
+    """Where a run's steps go (``agent.trajectory.JsonlRecorder``, or a part of a longer recording)."""
+
+    def save_screenshot(self, step: int, image: Image.Image, suffix: str = "") -> str:
+        """Keep a capture of the step (``suffix`` names a second one); returns its path in the recording."""
+        ...
+
+    def write_step(self, step: Step) -> None: ...
+
+    def finish(self, outcome: Outcome) -> None: ...
 
 
 @dataclass
@@ -137,7 +153,7 @@ class Run:
     executor: Executor
     settings: Settings
     limits: Limits
-    recorder: JsonlRecorder | None
+    recorder: Recorder | None
     hooks: Hooks
     recovery: Recovery = field(default_factory=Recovery)
     started: float = field(default_factory=time.monotonic)
@@ -191,7 +207,7 @@ def run_episode(
     executor: Executor,
     settings: Settings,
     limits: Limits | None = None,
-    recorder: JsonlRecorder | None = None,
+    recorder: Recorder | None = None,
     on_step: Callable[[Step], None] | None = None,
     settle: Callable[[], float] | None = None,
     stop_event: threading.Event | None = None,
@@ -202,7 +218,8 @@ def run_episode(
     recovery: Recovery | None = None,
 ) -> EpisodeResult:
     """Run one task to its end. Returns the outcome; raises DeskpilotError for our errors
-    (after recording the outcome) and Interrupted for Ctrl-C / the kill switch.
+    (after recording the outcome) and Interrupted for Ctrl-C / the kill switch; either
+    exception carries the run so far as its ``result`` (an EpisodeResult).
 
     ``approve`` is asked before each action runs (see agent.safety.Approver), after
     ``refuse`` (a window scope) had its say. ``ask_user`` answers the model's call_user
@@ -248,11 +265,14 @@ def run_episode(
             else ("interrupted by Ctrl-C" if isinstance(exc, KeyboardInterrupt) else str(exc))
         )
         outcome = run.finish("interrupted", message)
-        raise Interrupted(message) from None
+        stopped = Interrupted(message)
+        stopped.result = EpisodeResult(outcome, run.steps)
+        raise stopped from None
     except TimeBudgetExceeded:  # the deadline came during a model request
         outcome = run.finish("max_time", f"the time budget ({run.limits.max_time_s:g} s) ran out")
     except DeskpilotError as exc:
         outcome = run.finish("error", str(exc))
+        exc.result = EpisodeResult(outcome, run.steps)
         raise
     finally:
         run.background.shutdown(wait=False)

@@ -404,3 +404,16 @@ def test_the_cli_asks_the_person_when_stuck(typed, want):
     on_stuck = ask_when_stuck(Console(out=out, inp=io.StringIO(typed)))
     assert on_stuck(step(5, CLICK_AT, (500, 500)), "the same action changed nothing 3 times") == want
     assert out.getvalue().startswith("deskpilot: stuck at step 5: the same action changed nothing 3 times. What")
+
+
+def test_zoom_is_an_option_of_the_api_and_the_cli(capsys):
+    from agent.api import Options
+    from agent.cli import main
+    from agent.errors import UsageError
+
+    assert Options().zoom == "auto" and Options.make(zoom="off").zoom == "off"
+    with pytest.raises(UsageError, match="bad option zoom"):
+        Options.make(zoom="sideways")
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "t", "--zoom", "sideways"])
+    assert exited.value.code == 2 and "invalid choice: 'sideways'" in capsys.readouterr().err
