@@ -1,8 +1,9 @@
 """From a raw reply to a grounded action: the one "parse and ground", and the one retry path.
 
-``interpret(raw, monitor)`` parses a reply (``agent.parsing``) and grounds every point of its
-action on ``monitor`` (``agent.geometry``): the action, its targets in all three coordinate
-spaces, the thought and the Memory list. The loop, ``replay check``, the healer and the bench
+``interpret(raw, monitor, crop_image=None)`` parses a reply (``agent.parsing``) and grounds
+every point of its action on ``monitor`` (``agent.geometry``): the action, its targets in
+every coordinate space, the thought and the Memory list. With ``crop_image`` the reply
+answered a zoom request: its thousandths are of that crop of the capture. The loop, ``replay check``, the healer and the bench
 all call it, so a recorded reply is judged exactly as a live one.
 
 ``ask(...)`` is the one retry-with-feedback path: it asks the planner, interprets the reply,
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 from actions.schema import Action
 from agent.errors import EmptyReply, ModelError
-from agent.geometry import MonitorGeometry, Target, ground_box
+from agent.geometry import CropRect, MonitorGeometry, Target, ground_box
 from agent.parsing import parse_reply
 from agent.planner import Planner, PlannerResult
 from agent.protocol import RawReply, StepRequest
@@ -34,16 +35,18 @@ class Grounded:
     memory: list | None
 
 
-def ground_action(action: Action, monitor: MonitorGeometry) -> tuple[Target, ...]:
-    """Targets of an action's points (start_box, then end_box) in all three spaces; () if none."""
+def ground_action(action: Action, monitor: MonitorGeometry, crop_image: CropRect | None = None) -> tuple[Target, ...]:
+    """Targets of an action's points (start_box, then end_box) in every space; () if none.
+    ``crop_image``: the action's thousandths are of that crop (a zoom answer)."""
     boxes = (getattr(action, name, None) for name in ("start_box", "end_box"))
-    return tuple(ground_box(box_model, monitor) for box_model in boxes if box_model is not None)
+    return tuple(ground_box(box_model, monitor, crop_image) for box_model in boxes if box_model is not None)
 
 
-def interpret(raw: RawReply, monitor: MonitorGeometry) -> Grounded:
-    """Parse ``raw`` and ground its action on ``monitor``; raise a ModelError if it is unusable."""
+def interpret(raw: RawReply, monitor: MonitorGeometry, crop_image: CropRect | None = None) -> Grounded:
+    """Parse ``raw`` and ground its action on ``monitor`` (through ``crop_image`` for a zoom
+    answer); raise a ModelError if it is unusable."""
     parsed = parse_reply(raw.content, raw.tool_calls, raw.reasoning)
-    return Grounded(parsed.action, ground_action(parsed.action, monitor), parsed.thought, parsed.memory)
+    return Grounded(parsed.action, ground_action(parsed.action, monitor, crop_image), parsed.thought, parsed.memory)
 
 
 def feedback_for(error: ModelError) -> str:
@@ -58,12 +61,14 @@ def ask(
     attempts: int,
     on_reply: Callable[[PlannerResult, ModelError | None], None] | None = None,
     check: Callable[[Grounded], None] | None = None,
+    crop_image: CropRect | None = None,
 ) -> tuple[Grounded | None, str | None]:
     """Ask until a reply is usable, at most ``attempts`` times.
 
     ``request(feedback, no_thinking)`` builds each request; ``check`` may reject a usable
-    reply with a ModelError (e.g. the healer wants as many points as recorded). Returns the
-    grounded reply (or None) and the last feedback given.
+    reply with a ModelError (e.g. the healer wants as many points as recorded). With
+    ``crop_image`` the replies are grounded through that crop (the zoom request). Returns
+    the grounded reply (or None) and the last feedback given.
     """
     feedback: str | None = None
     no_thinking = False
@@ -71,7 +76,7 @@ def ask(
         result = planner.decide(request(feedback, no_thinking))
         raw = result.raw
         try:
-            grounded = interpret(raw, monitor)
+            grounded = interpret(raw, monitor, crop_image)
             if check is not None:
                 check(grounded)
         except ModelError as exc:

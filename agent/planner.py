@@ -124,7 +124,7 @@ class GLMPlanner:
             message.history_images,
             time.monotonic() - started,
             notes,
-            "tools" if self.use_tools else "text",
+            "tools" if self.use_tools and request.grounding is None else "text",
         )
 
     def _post(self, body: dict[str, Any], deadline: float | None) -> tuple[RawReply, list[str]]:

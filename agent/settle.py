@@ -20,6 +20,9 @@ The window is short on purpose: an app that shows nothing for longer than ``quie
 after an action and then changes (a slow launch) is caught by the next step's capture
 instead, and the model can answer WAIT.
 
+The last thumbnail of each call is kept as ``last_probe``: the loop compares it with the
+capture the model saw to tell whether the action changed the screen (``agent.progress``).
+
 ``AdaptiveSettle.for_screen(screen)`` probes ``screen.thumbnail()`` (``MssScreen`` has a cheap
 one); any other screen is probed through ``capture()``.
 """
@@ -79,6 +82,7 @@ class AdaptiveSettle:
         self._clock = clock
         self._sleep = sleep
         self.probes = 0  # probes taken by the last call (for the bench and tests)
+        self.last_probe: Image.Image | None = None  # the settled screen's thumbnail (the loop's progress check)
 
     @classmethod
     def for_screen(cls, screen: Any, config: SettleConfig | None = None) -> AdaptiveSettle:
@@ -91,7 +95,7 @@ class AdaptiveSettle:
         cfg = self.config
         started = self._clock()
         deadline = started + cfg.max_s
-        reference = self.probe()  # the screen as it has looked since quiet_since
+        reference = self.last_probe = self.probe()  # the screen as it has looked since quiet_since
         quiet_since = self._clock()
         self.probes = 1
         while True:
@@ -99,7 +103,7 @@ class AdaptiveSettle:
             if now - quiet_since >= cfg.quiet_s or now >= deadline:
                 return now - started
             self._sleep(min(cfg.poll_s, deadline - now))
-            current = self.probe()
+            current = self.last_probe = self.probe()
             self.probes += 1
             if changed_fraction(reference, current, cfg.pixel_threshold) > cfg.tolerance:
                 reference, quiet_since = current, self._clock()

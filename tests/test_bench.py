@@ -36,12 +36,22 @@ ROW_IDS = [
     "memory_peak_mb",
     "memory_growth_mb",
     "whole_step_ms",
+    "progress_check_ms/1920x1080",
+    "progress_check_ms/2560x1440",
+    "zoom_hit_rate/2560x1440",
+    "zoom_tokens/2560x1440",
+    "zoom_step_ms/2560x1440",
+    "zoom_hit_rate/3840x2160",
+    "zoom_tokens/3840x2160",
+    "zoom_step_ms/3840x2160",
 ]
 
 
 def test_bench_smoke_writes_every_row(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = main(["bench", "--repeat", "1", "--replay-steps", "6", "--steps", "1", "--json", str(out)])
+    code = main(
+        ["bench", "--repeat", "1", "--replay-steps", "6", "--steps", "1", "--zoom-trials", "2", "--json", str(out)]
+    )
     assert code == 0
     result = json.loads(out.read_text())
     rows = {row["id"]: row for row in result["rows"]}
@@ -49,6 +59,8 @@ def test_bench_smoke_writes_every_row(tmp_path, capsys):
     for name, row in rows.items():
         if name == "settle_ms/static":
             assert row["ours"] is None and "live only" in row["note"]  # no display here
+        elif name.startswith("zoom_hit_rate/"):  # two targets: a hit rate, each way, of 0, 50 or 100 %
+            assert row["ours"] in (0, 50, 100) and row["baseline"] in (0, 50, 100) and row["detail"]["trials"] == 2
         elif name != "memory_growth_mb":
             assert row["ours"] > 0 and row["baseline"] > 0, name
     assert rows["replay_check_steps_per_s"]["detail"]["differences"] == 0
@@ -65,6 +77,8 @@ def test_bench_smoke_writes_every_row(tmp_path, capsys):
         "resident memory",
         "whole step",
         "profile 1920x1080",
+        "progress check per step",
+        "click hits a 12-20 px target",
     ):
         assert metric in printed
 
@@ -81,8 +95,11 @@ def test_add_arguments_gives_run_bench_its_options_and_defaults():
     assert {name: getattr(defaults, name) for name in OPTIONS} == OPTIONS and defaults.json is None
     parameters = inspect.signature(run_bench).parameters
     assert {name: parameters[name].default for name in OPTIONS} == OPTIONS
-    args = parser.parse_args(["--live", "--repeat", "3", "--replay-steps", "9", "--encoding", "png", "--json", "x"])
+    args = parser.parse_args(
+        ["--live", "--repeat", "3", "--replay-steps", "9", "--encoding", "png", "--json", "x", "--zoom-trials", "5"]
+    )
     assert (args.live, args.repeat, args.replay_steps, args.encoding, args.json) == (True, 3, 9, "png", "x")
+    assert args.zoom_trials == 5
     with pytest.raises(SystemExit):
         parser.parse_args(["--repeat", "0"])
 

@@ -20,6 +20,7 @@ from agent.bench.common import (
     DEFAULT_REPEAT,
     DEFAULT_REPLAY_STEPS,
     DEFAULT_STEPS,
+    DEFAULT_ZOOM_TRIALS,
     SIZES,
 )
 from agent.bench.scene import MemoryScreen, check_live, generate_screen, live_desktop
@@ -53,6 +54,7 @@ def run_bench(
     encoding: str = DEFAULT_ENCODING,
     live: bool = False,
     profile: bool = False,
+    zoom_trials: int = DEFAULT_ZOOM_TRIALS,
     replay_size: tuple[int, int] = (1280, 800),
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -65,6 +67,7 @@ def run_bench(
     # The rows load the loop, the planner and its HTTP client: only when the bench runs.
     from agent.bench.loop_rows import bench_whole_step
     from agent.bench.perception import bench_perception, bench_tokens, cprofile_perception
+    from agent.bench.recovery_rows import ZOOM_SIZES, bench_progress, bench_zoom
     from agent.bench.replay_rows import bench_replay
     from agent.bench.settle_rows import bench_settle, settle_row
 
@@ -79,12 +82,15 @@ def run_bench(
     perception: list[Row] = []
     tokens: list[Row] = []
     whole: Row | None = None
+    progress: list[Row] = []
     profiles: dict[str, str] = {}
     for size in SIZES:
         say(f"perception and tokens at {size[0]}x{size[1]} ...")
         with screen_at(size, live) as (screen, grab):
             perception.append(bench_perception(size, screen, grab, encoding, repeat))
             tokens += bench_tokens(size, screen, encoding)
+            if size[0] >= 1920:
+                progress.append(bench_progress(screen, size, repeat))
             if size == (1920, 1080):
                 if live:
                     say("settle ...")
@@ -94,7 +100,11 @@ def run_bench(
                 if profile:
                     profiles["perception_1920x1080"] = cprofile_perception(screen, encoding, repeat)
     assert whole is not None  # SIZES holds 1920x1080
-    rows = perception + [settle] + tokens + replay + [whole]
+    zoom: list[Row] = []
+    for size in ZOOM_SIZES:  # generated screens in both modes: the targets must be known
+        say(f"zoom at {size[0]}x{size[1]} ({zoom_trials} targets) ...")
+        zoom += bench_zoom(size, zoom_trials)
+    rows = perception + [settle] + tokens + replay + [whole] + progress + zoom
     return {
         "meta": {
             "mode": "live (Xvfb)" if live else "offline (generated screens)",

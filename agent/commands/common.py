@@ -87,9 +87,9 @@ class Console:
             log.setLevel(saved[0])
             log.propagate = saved[1]
 
-    def ask(self, question: str) -> str | None:
-        """Show the model's question and read one line of answer (None: end of input)."""
-        self.say(f"deskpilot: the model asks: {question}")
+    def ask(self, question: str, who: str = "the model asks") -> str | None:
+        """Show the model's question (or ``who`` else asks) and read one line of answer (None: end of input)."""
+        self.say(f"deskpilot: {who}: {question}")
         prompt_to = sys.stderr if self.json else (self.out or sys.stdout)  # JSON mode: stdout is JSON only
         print("your answer (Enter sends it, Ctrl-D gives none): ", end="", file=prompt_to, flush=True)
         line = (self.inp or sys.stdin).readline()
