@@ -6,7 +6,9 @@ settings, limits, history, memory, totals, recorder, hooks)::
 
     perceive  capture the screen, prepare the image the model sees, save the lossless shot
     decide    ask the planner until a reply is usable (agent.grounding.ask: parse + ground,
-              a model error is shown back to the model at most ``Limits.model_retries`` times)
+              a model error is shown back to the model at most ``Limits.model_retries`` times);
+              a streamed reply's action goes through gate and act (in ``Run.actor``) the moment
+              it is complete, while the rest of the reply arrives; the step waits for both
     gate      the window scope may refuse it; the person may approve, skip, edit or quit
     ask       call_user instead: the question goes to the person (``Hooks.ask_user``), the
               answer into the history; with no one to ask the run ends as fail, the question
@@ -27,7 +29,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -117,6 +119,9 @@ class Run:
     person_s: float = 0.0  # time spent waiting for the person: not charged to max_time
     background: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="deskpilot-history")
+    )
+    actor: ThreadPoolExecutor = field(  # gates and runs a streamed action while its reply still arrives
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="deskpilot-act")
     )
 
     def finish(self, status: OutcomeStatus, message: str = "", answer: str | None = None) -> Outcome:
@@ -216,6 +221,7 @@ def run_episode(
         raise
     finally:
         run.background.shutdown(wait=False)
+        run.actor.shutdown(wait=True)
         if outcome is None:  # an unexpected exception: still leave a readable recording
             outcome = run.finish("error", "the run stopped on an internal error")
         if recorder is not None:
@@ -237,9 +243,12 @@ def _step(run: Run, number: int) -> Action | None:
     step, seen = _perceive(run, number)
     action: Action | None = None
     note = ""
+    early = _Early(run, step)
     try:
-        grounded = _decide(run, step, seen.sent)
-        if grounded is None:
+        grounded = _decide(run, step, seen.sent, early)
+        if early.future is not None:
+            action, note = early.future.result()  # gated and run while the reply was still arriving
+        elif grounded is None:
             note = "no usable action"
         elif isinstance(grounded.action, CallUser):
             action, note = grounded.action, _ask(run, step, grounded.action)
@@ -252,6 +261,7 @@ def _step(run: Run, number: int) -> Action | None:
             step.error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
+        early.wait()  # never leave an action half done behind a failed request
         step.timings.model_s = round(step.timings.model_s, 4)
         step.cost_usd = round(step.cost_usd, 8)
         _record(run, step)
@@ -287,7 +297,42 @@ def _perceive(run: Run, number: int) -> tuple[Step, _Perceived]:
     return step, _Perceived(sent, half_shot)
 
 
-def _decide(run: Run, step: Step, sent: SentImage) -> Grounded | None:
+class _Early:
+    """The action of a streamed reply, gated and run in ``Run.actor`` as soon as it is complete.
+
+    Only actions that do something on screen start early (DONE, FAIL and call_user wait for the
+    whole reply). The gate comes first as always: the window scope may refuse it, and when the
+    person must approve, the early action simply waits for them."""
+
+    def __init__(self, run: Run, step: Step) -> None:
+        self.run, self.step = run, step
+        self.future: Future[tuple[Action | None, str]] | None = None
+
+    def start(self, grounded: Grounded) -> None:
+        if grounded.action.kind in TERMINAL_KINDS or isinstance(grounded.action, CallUser):
+            return
+        _show(self.step, grounded)
+        self.future = self.run.actor.submit(self._gate_and_act, grounded.action)
+
+    def _gate_and_act(self, action: Action) -> tuple[Action | None, str]:
+        allowed, note = _gate(self.run, self.step, action)
+        if allowed is not None:
+            note = _act(self.run, self.step, allowed) or note
+        return allowed, note
+
+    def wait(self) -> None:
+        if self.future is not None:
+            wait([self.future])
+
+
+def _show(step: Step, grounded: Grounded) -> None:
+    """The step's action, its call text and targets from a grounded reply."""
+    step.action = grounded.action.model_dump(mode="json")
+    step.action_text = action_to_call(grounded.action)
+    step.targets = list(grounded.targets)
+
+
+def _decide(run: Run, step: Step, sent: SentImage, early: _Early | None = None) -> Grounded | None:
     """Ask the model (with retries on unusable replies); every reply is kept in step.attempts."""
     history, memory = list(run.history), list(run.memory)
 
@@ -321,19 +366,24 @@ def _decide(run: Run, step: Step, sent: SentImage) -> Grounded | None:
             latency_s=round(result.latency_s, 4),
             transport_retries=result.transport_retries,
             protocol=result.protocol,
+            ttft_s=result.ttft_s,
+            action_s=result.action_s,
+            total_s=result.total_s,
         )
         if error is not None:
             attempt.error, attempt.error_type = str(error), type(error).__name__
         step.attempts.append(attempt)
 
     attempts = 1 + run.limits.model_retries
-    grounded, feedback = ask(run.planner, request, step.geometry, attempts, on_reply)
+    on_action = early.start if early is not None else None
+    grounded, feedback = ask(run.planner, request, step.geometry, attempts, on_reply, on_action=on_action)
+    started_early = early is not None and early.future is not None
     if grounded is None:
-        step.error = f"no usable action after {attempts} replies: {feedback}"
+        step.error = feedback if started_early else f"no usable action after {attempts} replies: {feedback}"
         return None
-    step.action = grounded.action.model_dump(mode="json")
-    step.action_text = action_to_call(grounded.action)
-    step.thought, step.memory, step.targets = grounded.thought, grounded.memory, list(grounded.targets)
+    if not started_early:  # else the step already shows it (and the gate may have edited it)
+        _show(step, grounded)
+    step.thought, step.memory = grounded.thought, grounded.memory
     return grounded
 
 
