@@ -682,7 +682,7 @@ def _literal_or(reader: _Reader, source: str, default: Any) -> Any:
 
 _MEMORY_HEAD = re.compile(r"\bMemory\s*:", re.I)
 # a closing mark in the streamed content, and the shapes the text before it may give as a complete action
-_CLOSING_MARKS = (
+_CLOSING_MARKS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("<|end_of_box|>", ("box_call",)),
     ("</tool_call>", ("tool_call_xml",)),
 )

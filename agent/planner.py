@@ -127,7 +127,7 @@ class GLMPlanner:
             body, message = build_body(request, self.settings, self.use_tools, stream=self.stream)
             live = _Live(message.estimated_tokens, on_action, self._on_text) if self.stream else None
             try:
-                raw, tries = self._post(body, request.deadline, live)
+                raw = self._post(body, request.deadline, live, notes)
             except _ToolsRejected:
                 # A server without a tool parser (e.g. vLLM without --enable-auto-tool-choice)
                 # rejects tools: fall back to the trained text format for the rest of the run.
@@ -145,15 +145,14 @@ class GLMPlanner:
             message.estimated_tokens,
             message.history_images,
             time.monotonic() - started,
-            notes + tries,
+            notes,
             "tools" if self.use_tools else "text",
             *(live.timings() if live is not None and live.streamed else (None, None, self._last_exchange_s)),
         )
 
-    def _post(self, body: dict[str, Any], deadline: float | None, live: _Live | None) -> tuple[RawReply, list[str]]:
-        """POST with retries; returns the reply and a note per retried attempt. Once ``live`` has handed
+    def _post(self, body: dict[str, Any], deadline: float | None, live: _Live | None, notes: list[str]) -> RawReply:
+        """POST with retries, adding a note per retried attempt to ``notes``. Once ``live`` has handed
         the action out, a failure is not retried: the reply so far is returned."""
-        notes: list[str] = []
         attempts = self.settings.max_retries + 1
         problem = ""
         for attempt in range(attempts):
@@ -182,7 +181,7 @@ class GLMPlanner:
                 if status < 400:
                     try:
                         completion = data if isinstance(data, dict) else self._completion(data)
-                        return RawReply.from_completion(completion), notes
+                        return RawReply.from_completion(completion)
                     except MalformedCompletion as exc:
                         problem = f"HTTP {status}, but {exc}"
                 elif status in RETRY_STATUS:
@@ -197,7 +196,7 @@ class GLMPlanner:
                 # the action is out (and may be running): never ask again; keep what came
                 notes.append(f"{problem}; the stream broke after the action was complete: kept the reply so far")
                 live.finish = live.finish or "error"
-                return RawReply.from_completion(live.completion()), notes
+                return RawReply.from_completion(live.completion())
             if deadline is not None and deadline - time.monotonic() < _DEADLINE_SLACK_S:
                 raise _time_budget(problem)
             if attempt == attempts - 1:
@@ -250,10 +249,10 @@ class GLMPlanner:
             raise MalformedCompletion(f"the body is an error: {self._clean(_message_text(value))}")
         return value
 
-    def _message(self, data: bytes, reason: str) -> str:
+    def _message(self, data: bytes | dict[str, Any], reason: str) -> str:
         """The server's own error message from the usual JSON shapes or the text: scrubbed, then cut."""
         try:
-            text = _message_text(json.loads(data))
+            text = _message_text(data if isinstance(data, dict) else json.loads(data))
         except (ValueError, RecursionError):
             text = data.decode("utf-8", errors="replace").strip()
         return self._clean(text) or reason

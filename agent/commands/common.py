@@ -6,13 +6,17 @@
 * ``Console``: the only way a command prints. Every line is scrubbed of secrets and the API
   key, then passed through ``agent.text.printable`` (control characters made visible), so no
   model-derived text can rewrite the terminal. ``Console.ask`` puts the model's question to
-  the person at the terminal and reads their answer.
+  the person at the terminal and reads their answer; ``Console.status`` redraws one live line
+  (the model's thought as it streams) on a terminal only.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any, NoReturn, TextIO
 
@@ -44,11 +48,36 @@ class Console:
         self.scrub = scrub or (lambda text: text)
         self.out = out
         self.inp = inp
+        self._lock = threading.Lock()  # an early action's log and the live line come from two threads
+        self._status_at = 0.0  # when the live line was last drawn (0: not on screen)
 
     def say(self, line: str, *, err: bool = False) -> None:
         """Print one line (a line break inside it is shown as \\n, never obeyed)."""
         stream = sys.stderr if err else (self.out or sys.stdout)
-        print(printable(self.scrub(line)), file=stream, flush=True)
+        with self._lock:
+            self._clear_status()
+            print(printable(self.scrub(line)), file=stream, flush=True)
+
+    def status(self, text: str) -> None:
+        """Redraw the live line with the end of ``text`` (scrubbed, printable, one line, cut to the
+        terminal's width); at most 20 times a second; nothing when the output is not a terminal."""
+        stream = self.out or sys.stdout
+        now = time.monotonic()
+        if now - self._status_at < 0.05 or not stream.isatty():
+            return
+        width = max(20, shutil.get_terminal_size().columns - 1)
+        tail = " ".join(self.scrub(text[-2000:]).split())  # scrubbed wide, then cut: no half secret shows
+        line = printable(tail)[-(width - 4) :]
+        with self._lock:
+            stream.write("\r\x1b[K... " + line)
+            stream.flush()
+            self._status_at = now
+
+    def _clear_status(self) -> None:
+        if self._status_at:
+            stream = self.out or sys.stdout
+            stream.write("\r\x1b[K")
+            self._status_at = 0.0
 
     def ask(self, question: str) -> str | None:
         """Show the model's question and read one line of answer (None: end of input)."""
@@ -111,6 +140,12 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, recorded: bool = Fal
         "recordings always keep the lossless capture" + as_recorded,
     )
     model.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="stream replies: show the thought as it comes and act as soon as the action is complete (default: on)",
+    )
+    model.add_argument(
         "--retries",
         type=nonneg_int,
         default=4,
@@ -155,6 +190,7 @@ def settings_from_args(args: argparse.Namespace, recorded: dict[str, Any] | None
         max_image_tokens=pick(args.max_image_tokens, "max_image_tokens"),
         image_encoding=pick(args.image_encoding, "image_encoding"),
         max_retries=args.retries,
+        stream=args.stream,
         read_timeout=args.timeout,
         connect_timeout=args.connect_timeout,
         **extra,

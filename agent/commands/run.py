@@ -215,7 +215,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             stack.callback(live.close)  # undo the keymap bindings made for typing
             executor = SecretTypingExecutor(live, secrets)
         stop_event = kill_switch.stop_event if kill_switch else None
-        planner = GLMPlanner(settings, stop_event=stop_event, scrub=secrets.scrub)
+        planner = GLMPlanner(settings, stop_event=stop_event, scrub=secrets.scrub, on_text=console.status)
         stack.callback(planner.close)
         public = {**settings.public(), "model_retries": limits.model_retries}
         recorder = JsonlRecorder(
