@@ -251,8 +251,10 @@ class GLMPlanner:
 
     def _message(self, data: bytes | dict[str, Any], reason: str) -> str:
         """The server's own error message from the usual JSON shapes or the text: scrubbed, then cut."""
+        if isinstance(data, dict):
+            return self._clean(_message_text(data)) or reason
         try:
-            text = _message_text(data if isinstance(data, dict) else json.loads(data))
+            text = _message_text(json.loads(data))
         except (ValueError, RecursionError):
             text = data.decode("utf-8", errors="replace").strip()
         return self._clean(text) or reason
