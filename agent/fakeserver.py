@@ -12,7 +12,7 @@ returns a reply in any of these forms:
 A request with ``"stream": true`` is answered with server-sent events (GLM45V.md "Streaming"):
 the reply cut into word-sized tokens (``tokens``), reasoning first, then content, then each tool
 call's arguments in pieces, timed by a ``StreamProfile`` (first token after ``first_token_s``, then
-``tokens_per_s``), the usage in a last chunk when ``stream_options.include_usage`` asks for it.
+``tokens_per_s``; a whole reply is sent after as long as its stream would take), the usage in a last chunk when ``stream_options.include_usage`` asks for it.
 ``refuse_stream=True`` makes it answer such requests with a 400 instead, like servers without streaming.
 
 Every request body is kept in ``requests`` for assertions. ``images_in`` decodes the
@@ -58,6 +58,10 @@ class StreamProfile:
 
     first_token_s: float = 0.0
     tokens_per_s: float = 0.0  # 0: as fast as the socket takes them
+
+    def duration(self, events: int) -> float:
+        """Seconds until the last of ``events`` chunks is sent (a whole reply waits this long too)."""
+        return self.first_token_s + (events / self.tokens_per_s if self.tokens_per_s else 0.0)
 
 
 def tokens(text: str) -> list[str]:
@@ -193,7 +197,9 @@ class FakeModelServer:
                     options = body.get("stream_options") or {}
                     self._stream(completion(reply, body.get("model", "fake-glm")), bool(options.get("include_usage")))
                 else:
-                    self._send(200, completion(reply, body.get("model", "fake-glm")))
+                    whole = completion(reply, body.get("model", "fake-glm"))
+                    time.sleep(server.profile.duration(len(stream_events(whole, False))))  # generated, then sent
+                    self._send(200, whole)
 
             def _stream(self, reply: dict[str, Any], include_usage: bool) -> None:
                 profile = server.profile

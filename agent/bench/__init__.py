@@ -16,7 +16,12 @@ baseline (interleaved where both are timed):
   ImageScreen, DryRunExecutor, JsonlRecorder), against re-running those steps through
   the loop (``replay.simulate``), and resident memory across the 500-step run;
 * whole-step overhead without the model: ``run_episode`` against a FakeModelServer that
-  answers at once, against the same loop sending full-size PNGs.
+  answers at once, against the same loop sending full-size PNGs;
+* streaming (``stream_rows``): with a fake model streaming like a real endpoint, the time
+  from the request to the first input event and the whole step, streaming against waiting
+  for the whole reply, with the same actions.
+
+``--check`` makes the command exit 1 when a row misses its target, naming the row (for CI).
 
 Without ``--live`` the screens are generated desktops (wallpaper, icons, a code editor,
 a file list, a browser page with a photo, a dialog, a task bar) held in memory as mss
@@ -91,4 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"png[:LEVEL] or jpeg[:QUALITY] for our side (default: {DEFAULT_ENCODING})",
     )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 when a row misses its target, naming the row (for a CI job)"
+    )
     parser.add_argument("--profile", action="store_true", help="print a cProfile of perception at 1920x1080")

@@ -67,6 +67,7 @@ def run_bench(
     from agent.bench.perception import bench_perception, bench_tokens, cprofile_perception
     from agent.bench.replay_rows import bench_replay
     from agent.bench.settle_rows import bench_settle, settle_row
+    from agent.bench.stream_rows import bench_streaming
 
     say = log or (lambda _: None)
     parse_encoding(encoding)
@@ -79,6 +80,7 @@ def run_bench(
     perception: list[Row] = []
     tokens: list[Row] = []
     whole: Row | None = None
+    streaming: list[Row] = []
     profiles: dict[str, str] = {}
     for size in SIZES:
         say(f"perception and tokens at {size[0]}x{size[1]} ...")
@@ -91,10 +93,12 @@ def run_bench(
                     settle = bench_settle(screen, size, repeat)
                 say("whole step ...")
                 whole = bench_whole_step(screen, size, encoding, steps)
+                say("streaming ...")
+                streaming = bench_streaming(screen, size, encoding, steps)
                 if profile:
                     profiles["perception_1920x1080"] = cprofile_perception(screen, encoding, repeat)
     assert whole is not None  # SIZES holds 1920x1080
-    rows = perception + [settle] + tokens + replay + [whole]
+    rows = perception + [settle] + tokens + replay + [whole] + streaming
     return {
         "meta": {
             "mode": "live (Xvfb)" if live else "offline (generated screens)",
