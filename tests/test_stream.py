@@ -236,3 +236,27 @@ def test_the_scope_gates_an_early_action_before_it_runs(tmp_path):
 
     result, executor, _, rec = run_streamed(tmp_path, lambda body: next(replies), refuse=refuse)
     assert refused == ["left_click"] and executor.performed == [] and rec.steps[0].decision == "refused"
+
+
+@pytest.mark.live
+def test_live_the_click_reaches_the_app_before_the_model_finishes_its_reply(tmp_path):
+    from tests.fake_brains import FormBrain
+    from tests.live_support import TargetApp, have_xvfb, xvfb_display
+    from tests.test_live_e2e import deskpilot
+
+    if not have_xvfb():
+        pytest.skip("needs Xvfb and openbox")
+    memory = "[" + ", ".join(f'"step {i} done"' for i in range(1, 21)) + "]"  # ~60 tokens after the action
+    form = FormBrain("streamed")
+
+    def brain(body):
+        return form(body).replace("Memory: []", f"Memory: {memory}")
+
+    with xvfb_display(1280, 800), TargetApp(tmp_path / "events.jsonl") as app:
+        with FakeModelServer(brain, profile=StreamProfile(0.05, 40)) as server:
+            proc = deskpilot(server, tmp_path / "rec", "--protocol", "text")
+            out, err = proc.communicate(timeout=120)
+            finished = list(server.finished)
+        assert proc.returncode == 0, out + err
+        clicks = [e for e in app.events() if e["event"] == "click"]
+    assert clicks and clicks[0]["t"] < finished[0]  # the input reached the app while the reply still streamed
