@@ -71,8 +71,11 @@ def tokens(text: str) -> list[str]:
 
 def stream_events(completion: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:
     """The chunks (``chat.completion.chunk``) of a completion, one token each."""
-    choice = completion["choices"][0]
-    message = choice["message"]
+    choices = completion.get("choices")
+    choice: dict[str, Any] = (
+        choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    )
+    message: dict[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
     base = {
         "id": completion.get("id", "chatcmpl-fake"),
         "object": "chat.completion.chunk",
@@ -82,6 +85,10 @@ def stream_events(completion: dict[str, Any], include_usage: bool) -> list[dict[
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
+    if not choice:  # a reply without choices streams as chunks without choices
+        return [{**base, "choices": []}] + (
+            [{**base, "choices": [], "usage": completion["usage"]}] if include_usage and completion.get("usage") else []
+        )
     events = [chunk({"role": "assistant", "content": ""})]
     for field_name in ("reasoning_content", "reasoning", "content"):
         text = message.get(field_name)
@@ -198,7 +205,8 @@ class FakeModelServer:
                     self._stream(completion(reply, body.get("model", "fake-glm")), bool(options.get("include_usage")))
                 else:
                     whole = completion(reply, body.get("model", "fake-glm"))
-                    time.sleep(server.profile.duration(len(stream_events(whole, False))))  # generated, then sent
+                    if server.profile != StreamProfile():  # generated (as long as its stream would take), then sent
+                        time.sleep(server.profile.duration(len(stream_events(whole, False))))
                     self._send(200, whole)
 
             def _stream(self, reply: dict[str, Any], include_usage: bool) -> None:

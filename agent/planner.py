@@ -322,6 +322,7 @@ class _Live:
         self.started = time.monotonic()
         self.first_at: float | None = None
         self.end_at: float | None = None
+        self.choice_seen = False
 
     def read(
         self, response: httpx.Response, until: float, started: float, clean: Callable[[str], str]
@@ -349,6 +350,8 @@ class _Live:
                 raise MalformedCompletion(f"the stream ended in an error: {clean(_message_text(chunk))}")
             self._add(chunk)
         self.end_at = time.monotonic()
+        if not self.choice_seen:
+            raise MalformedCompletion("the stream has no choices")
         return self.completion()
 
     def _add(self, chunk: dict[str, Any]) -> None:
@@ -364,6 +367,7 @@ class _Live:
         for choice in choices:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue  # only the first choice is read, as in a whole reply
+            self.choice_seen = True
             if isinstance(choice.get("finish_reason"), str):
                 self.finish = choice["finish_reason"]
             delta = choice.get("delta")
