@@ -228,23 +228,9 @@ Action = Annotated[
     Field(discriminator="kind"),
 ]
 ACTION_ADAPTER: TypeAdapter[Action] = TypeAdapter(Action)
+# kind -> model, in the order above (the order of the tools and of the prompt's action space)
 ACTION_TYPES: dict[str, type[_Action]] = {
-    cls.model_fields["kind"].default: cls
-    for cls in (
-        LeftClick,
-        RightClick,
-        MiddleClick,
-        Hover,
-        LeftDoubleClick,
-        LeftDrag,
-        Key,
-        Type,
-        Scroll,
-        Wait,
-        Done,
-        Fail,
-        CallUser,
-    )
+    cls.model_fields["kind"].default: cls for cls in get_args(get_args(Action)[0])
 }
 POINTING_KINDS = frozenset(k for k, c in ACTION_TYPES.items() if "start_box" in c.model_fields)
 TERMINAL_KINDS = frozenset({"DONE", "FAIL"})

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from agent import __version__
-from agent.commands import bench, doctor, replay, run, view
+from agent.commands import bench, doctor, mcp, replay, run, view
 from agent.commands.common import Console, Parser
 from agent.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, DeskpilotError
 
@@ -33,6 +33,10 @@ COMMANDS: tuple[tuple[str, str, str, Callable[[argparse.ArgumentParser], None], 
      "Check what deskpilot finds on this desktop: session, monitors, scale, input libraries, keyboard, hotkeys, "
      "where the pointer lands; with --endpoint, one small request to the provider. Exit 0: all well; 1: problems.",
      doctor.add_arguments, doctor.cmd_doctor),
+    ("mcp", "serve the desktop to other agents as an MCP server (stdio)",
+     "Serve this desktop over the Model Context Protocol (stdio): screenshot, locate, click, double_click, "
+     "right_click, drag, scroll, type_text, press_keys and run_task, through the same gates as a run; every call "
+     "is recorded into one recording per session.", mcp.add_arguments, mcp.cmd_mcp),
 )  # fmt: skip
 
 
@@ -59,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     console = Console()
     try:
-        return int(args.func(args, console))
+        with console.logging():  # the API's notices (window chosen, how to stop, dry-run actions)
+            return int(args.func(args, console))
     except DeskpilotError as exc:
         label = "stopped" if exc.exit_code == EXIT_INTERRUPTED else "error"
         console.say(f"deskpilot: {label}: {exc}", err=True)

@@ -30,6 +30,8 @@ Two families, kept apart on purpose:
 
 from __future__ import annotations
 
+from typing import Any
+
 EXIT_DONE = 0
 EXIT_NOT_DONE = 1  # the model declared the task infeasible, or a budget ran out (doctor: a problem)
 EXIT_USAGE = 2
@@ -87,9 +89,13 @@ class EmptyReply(ModelError):
 
 
 class DeskpilotError(Exception):
-    """Something outside the model went wrong; the message says what to do."""
+    """Something outside the model went wrong; the message says what to do.
+
+    ``result``: when raised out of a run (``agent.loop.run_episode``), the run so far (an
+    ``EpisodeResult``: its outcome, steps and recording); otherwise None."""
 
     exit_code = EXIT_USAGE
+    result: Any = None
 
 
 class UsageError(DeskpilotError):

@@ -31,7 +31,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
+
+from PIL import Image
 
 from actions.executor import Executor, PointScreen
 from actions.schema import TERMINAL_KINDS, Action, CallUser, Done, Fail, action_to_call
@@ -44,7 +47,7 @@ from agent.planner import Planner, PlannerResult
 from agent.protocol import HistoryEntry, StepRequest
 from agent.safety import Decision
 from agent.text import quoted
-from agent.trajectory import Attempt, JsonlRecorder, Outcome, OutcomeStatus, SentInfo, Step
+from agent.trajectory import Attempt, Outcome, OutcomeStatus, SentInfo, Step
 
 Approve = Callable[[Action, list[PointScreen]], Decision]
 Refuse = Callable[[Action, list[PointScreen]], "str | None"]
@@ -75,8 +78,23 @@ class Limits:
 
 @dataclass
 class EpisodeResult:
+    """How a run ended, its steps, and the folder it was recorded in (None: not recorded)."""
+
     outcome: Outcome
     steps: list[Step] = field(default_factory=list)
+    recording: Path | None = None
+
+
+class Recorder(Protocol):
+    """Where a run's steps go (``agent.trajectory.JsonlRecorder``, or a part of a longer recording)."""
+
+    def save_screenshot(self, step: int, image: Image.Image, suffix: str = "") -> str:
+        """Keep a capture of the step (``suffix`` names a second one); returns its path in the recording."""
+        ...
+
+    def write_step(self, step: Step) -> None: ...
+
+    def finish(self, outcome: Outcome) -> None: ...
 
 
 @dataclass
@@ -109,7 +127,7 @@ class Run:
     executor: Executor
     settings: Settings
     limits: Limits
-    recorder: JsonlRecorder | None
+    recorder: Recorder | None
     hooks: Hooks
     started: float = field(default_factory=time.monotonic)
     history: list[HistoryEntry] = field(default_factory=list)
@@ -160,7 +178,7 @@ def run_episode(
     executor: Executor,
     settings: Settings,
     limits: Limits | None = None,
-    recorder: JsonlRecorder | None = None,
+    recorder: Recorder | None = None,
     on_step: Callable[[Step], None] | None = None,
     settle: Callable[[], float] | None = None,
     stop_event: threading.Event | None = None,
@@ -170,7 +188,8 @@ def run_episode(
     takeover: Takeover | None = None,
 ) -> EpisodeResult:
     """Run one task to its end. Returns the outcome; raises DeskpilotError for our errors
-    (after recording the outcome) and Interrupted for Ctrl-C / the kill switch.
+    (after recording the outcome) and Interrupted for Ctrl-C / the kill switch; either
+    exception carries the run so far as its ``result`` (an EpisodeResult).
 
     ``approve`` is asked before each action runs (see agent.safety.Approver), after
     ``refuse`` (a window scope) had its say. ``ask_user`` answers the model's call_user
@@ -213,11 +232,14 @@ def run_episode(
             else ("interrupted by Ctrl-C" if isinstance(exc, KeyboardInterrupt) else str(exc))
         )
         outcome = run.finish("interrupted", message)
-        raise Interrupted(message) from None
+        stopped = Interrupted(message)
+        stopped.result = EpisodeResult(outcome, run.steps)
+        raise stopped from None
     except TimeBudgetExceeded:  # the deadline came during a model request
         outcome = run.finish("max_time", f"the time budget ({run.limits.max_time_s:g} s) ran out")
     except DeskpilotError as exc:
         outcome = run.finish("error", str(exc))
+        exc.result = EpisodeResult(outcome, run.steps)
         raise
     finally:
         run.background.shutdown(wait=False)

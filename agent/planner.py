@@ -98,7 +98,7 @@ class GLMPlanner:
         self.settings = settings
         self.use_tools = settings.protocol in ("auto", "tools")
         self.stream = settings.stream
-        self._on_text = on_text
+        self.on_text = on_text  # gets the thought so far as a reply streams (the CLI's live line)
         self._last_exchange_s: float | None = None
         self._stop = stop_event
         self._sleep = sleep
@@ -125,7 +125,7 @@ class GLMPlanner:
         notes: list[str] = []
         while True:
             body, message = build_body(request, self.settings, self.use_tools, stream=self.stream)
-            live = _Live(message.estimated_tokens, on_action, self._on_text) if self.stream else None
+            live = _Live(message.estimated_tokens, on_action, self.on_text) if self.stream else None
             try:
                 raw = self._post(body, request.deadline, live, notes)
             except _ToolsRejected:

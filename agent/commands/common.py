@@ -5,19 +5,24 @@
   ``run`` and ``replay --heal``; with ``recorded`` the defaults come from a recording's header.
 * ``Console``: the only way a command prints. Every line is scrubbed of secrets and the API
   key, then passed through ``agent.text.printable`` (control characters made visible), so no
-  model-derived text can rewrite the terminal. ``Console.ask`` puts the model's question to
-  the person at the terminal and reads their answer; ``Console.status`` redraws one live line
-  (the model's thought as it streams) on a terminal only.
+  model-derived text can rewrite the terminal. In JSON mode (``--json``) its lines go to
+  stderr and ``emit`` writes one JSON object a line (JSON Lines) to stdout, scrubbed too.
+  ``Console.ask`` puts the model's question to the person at the terminal and reads their answer.
+  ``Console.logging()`` shows the ``deskpilot`` logger's lines (the API's notices) through it.
+  ``Console.status`` redraws one live line (the model's thought as it streams) on a terminal only.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn, TextIO
 
 from agent.argtypes import image_token_budget, nonneg_int, positive_float, positive_int
@@ -40,7 +45,10 @@ class Parser(argparse.ArgumentParser):
 
 
 class Console:
-    """Prints lines for a person: secrets scrubbed, control characters visible."""
+    """Prints lines for a person: secrets scrubbed, control characters visible.
+
+    ``json``: JSON mode, where stdout holds only ``emit``'s JSON Lines and every line for a
+    person goes to stderr."""
 
     def __init__(
         self, scrub: Callable[[str], str] | None = None, out: TextIO | None = None, inp: TextIO | None = None
@@ -48,22 +56,23 @@ class Console:
         self.scrub = scrub or (lambda text: text)
         self.out = out
         self.inp = inp
+        self.json = False
         self._lock = threading.Lock()  # an early action's log and the live line come from two threads
         self._status_at = 0.0  # when the live line was last drawn (0: not on screen)
 
     def say(self, line: str, *, err: bool = False) -> None:
         """Print one line (a line break inside it is shown as \\n, never obeyed)."""
-        stream = sys.stderr if err else (self.out or sys.stdout)
+        stream = sys.stderr if err or self.json else (self.out or sys.stdout)
         with self._lock:
             self._clear_status()
             print(printable(self.scrub(line)), file=stream, flush=True)
 
     def status(self, text: str) -> None:
         """Redraw the live line with the end of ``text`` (scrubbed, printable, one line, cut to the
-        terminal's width); at most 20 times a second; nothing when the output is not a terminal."""
+        terminal's width); at most 20 times a second; nothing in JSON mode or when stdout is not a terminal."""
         stream = self.out or sys.stdout
         now = time.monotonic()
-        if now - self._status_at < 0.05 or not stream.isatty():
+        if self.json or now - self._status_at < 0.05 or not stream.isatty():
             return
         width = max(20, shutil.get_terminal_size().columns - 1)
         tail = " ".join(self.scrub(text[-2000:]).split())  # scrubbed wide, then cut: no half secret shows
@@ -79,10 +88,39 @@ class Console:
             stream.write("\r\x1b[K")
             self._status_at = 0.0
 
+    def emit(self, event: str, data: dict[str, Any]) -> None:
+        """Write ``{"event": event, **data}`` as one line of JSON to stdout. Non-ASCII and
+        control characters are \\u escapes (nothing can rewrite a terminal), and secrets are
+        scrubbed in every escaped form, as in a recording."""
+        line = json.dumps({"event": event, **data}, ensure_ascii=True)
+        print(self.scrub(line), file=self.out or sys.stdout, flush=True)
+
+    @contextmanager
+    def logging(self, name: str = "deskpilot") -> Iterator[None]:
+        """Show the lines of logger ``name`` (the API's notices; warnings on stderr) while inside."""
+        console = self
+
+        class Handler(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                console.say(record.getMessage(), err=record.levelno >= logging.WARNING)
+
+        log = logging.getLogger(name)
+        handler, saved = Handler(logging.INFO), (log.level, log.propagate)
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+        try:
+            yield
+        finally:
+            log.removeHandler(handler)
+            log.setLevel(saved[0])
+            log.propagate = saved[1]
+
     def ask(self, question: str) -> str | None:
         """Show the model's question and read one line of answer (None: end of input)."""
         self.say(f"deskpilot: the model asks: {question}")
-        print("your answer (Enter sends it, Ctrl-D gives none): ", end="", file=self.out or sys.stdout, flush=True)
+        prompt_to = sys.stderr if self.json else (self.out or sys.stdout)  # JSON mode: stdout is JSON only
+        print("your answer (Enter sends it, Ctrl-D gives none): ", end="", file=prompt_to, flush=True)
         line = (self.inp or sys.stdin).readline()
         return line.rstrip("\r\n") if line else None
 

@@ -1,14 +1,17 @@
 """``deskpilot replay RECORDING --mode check|simulate|execute``: a recording as a regression test,
 a dry loop, or a live macro without the model (see ``agent.replay``). Prints one line per
-difference (``DIFFERS step N: ...``) and a summary; exit 1 when a step differed."""
+difference (``DIFFERS step N: ...``) and a summary; exit 1 when a step differed. With ``--json`` those
+are JSON Lines on stdout (one ``difference`` object each, then a ``result``) and the lines for a person go
+to stderr."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from agent.argtypes import nonneg_float, positive_float
 from agent.commands.common import Console, add_model_arguments, settings_from_args
-from agent.errors import EXIT_DONE, EXIT_NOT_DONE
+from agent.errors import EXIT_DONE, EXIT_NOT_DONE, UsageError
 from agent.replay.live import THRESHOLD, HealFailed, LiveReplayer, ModelHealer
 from agent.replay.offline import Difference, check, simulate
 from agent.safety import DEFAULT_ALWAYS_CONFIRM, DEFAULT_KILL_HOTKEY, Approver, describe_hotkey
@@ -20,6 +23,11 @@ MODES = ("check", "simulate", "execute")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recording", help="a recording folder (recordings/<time>-<task>)")
     p.add_argument("--mode", choices=MODES, default="check", help="default: check")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="write each difference and the result as JSON Lines to stdout; the lines for a person go to stderr",
+    )
     live = p.add_argument_group("execute")
     live.add_argument(
         "--heal", action="store_true", help="when the screen differs, ask the model to find the recorded element again"
@@ -58,30 +66,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_replay(args: argparse.Namespace, console: Console) -> int:
+    console.json = args.json
     recording = load(args.recording)
     n_replies = sum(len(s.attempts) for s in recording.steps)
     console.say(
         f"deskpilot replay ({args.mode}): {recording.path}: {recording.header.task!r}, "
         f"{len(recording.steps)} steps, {n_replies} replies, recorded outcome {recording.outcome.status}"
     )
+    performed, healed = 0, list[int]()
     if args.mode == "check":
         found = check(recording)
     elif args.mode == "simulate":
+        if recording.header.mode == "mcp":
+            raise UsageError(
+                f"{recording.path} records an MCP session (its actions came from another agent, not from one run of "
+                "the loop): simulate does not apply; use --mode check or --mode execute"
+            )
         found = simulate(recording)
     else:
         found, performed, healed = _execute(recording, args, console)
-        if not found:
-            note = f"; healed steps {', '.join(map(str, healed))}" if healed else ""
-            console.say(f"deskpilot replay: performed {performed} recorded actions{note}")
-            return EXIT_DONE
     for difference in found:
         console.say(f"DIFFERS {difference}")
+        if args.json:
+            console.emit("difference", {"step": difference.step, "what": difference.what})
+    code = EXIT_NOT_DONE if found else EXIT_DONE
+    if args.json:
+        console.emit(
+            "result",
+            {"mode": args.mode, "recording": str(recording.path), "steps": len(recording.steps),
+             "differing_steps": sorted({d.step for d in found}), "performed": performed, "healed": healed,
+             "exit_code": code},
+        )  # fmt: skip
     if found:
         steps = sorted({d.step for d in found})
         console.say(f"deskpilot replay: {len(steps)} step(s) differ: {', '.join(map(str, steps))}")
-        return EXIT_NOT_DONE
-    console.say(f"deskpilot replay: all {len(recording.steps)} steps match")
-    return EXIT_DONE
+    elif args.mode == "execute":
+        note = f"; healed steps {', '.join(map(str, healed))}" if healed else ""
+        console.say(f"deskpilot replay: performed {performed} recorded actions{note}")
+    else:
+        console.say(f"deskpilot replay: all {len(recording.steps)} steps match")
+    return code
 
 
 def _execute(
@@ -98,7 +122,8 @@ def _execute(
     monitor = args.monitor if args.monitor is not None else (recording.header.monitor_index or 1)
     secrets = Secrets.from_task(recording.header.task)
     console.scrub = secrets.scrub
-    approve = Approver(args.confirm, args.always_confirm, scrub=secrets.scrub)
+    prompt_to = sys.stderr if args.json else None  # in JSON mode stdout holds JSON only
+    approve = Approver(args.confirm, args.always_confirm, stdout=prompt_to, scrub=secrets.scrub)
     with ExitStack() as stack:
         scope = refuse = None
         screen: Screen

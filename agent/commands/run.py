@@ -1,9 +1,11 @@
 """``deskpilot run TASK``: perform a task on the desktop (or on mocked screens, dry).
 
-Builds the three seams (screen, planner, executor), the recorder and the hooks (kill hotkey,
-takeover hotkey, approvals, window scope, settle, the model's questions) from the flags, runs ``agent.loop.run_episode`` and prints one
-line per step through the ``Console``. SIGTERM and SIGHUP end a run like Ctrl-C: the outcome is
-written and the exit code is 130.
+A thin layer over the Python API (``agent.api``): the flags become ``Options`` (one field per
+flag, same names), an ``Agent`` builds and owns the seams, and each step is printed as a
+line through the ``Console``, or with ``--json`` written as one JSON object (the recording's
+step schema) per line on stdout, then the outcome, while the lines for a person go to
+stderr. SIGTERM and SIGHUP end a run like Ctrl-C: the outcome is written and the exit code
+is 130.
 """
 
 from __future__ import annotations
@@ -12,31 +14,19 @@ import argparse
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from actions.executor import DryRunExecutor, Executor, describe
+from actions.executor import describe
 from actions.schema import ACTION_ADAPTER
+from agent.api import Agent, Options
 from agent.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
-from agent.capture import ImageScreen, MssScreen, Screen
-from agent.commands.common import Console, add_model_arguments, settings_from_args
-from agent.display import display_warning
-from agent.errors import EXIT_DONE, EXIT_INTERRUPTED, EXIT_NOT_DONE, Interrupted
-from agent.loop import Limits, run_episode
-from agent.planner import GLMPlanner
-from agent.safety import (
-    DEFAULT_ALWAYS_CONFIRM,
-    DEFAULT_KILL_HOTKEY,
-    DEFAULT_TAKEOVER_HOTKEY,
-    Approver,
-    KillSwitch,
-    Secrets,
-    SecretTypingExecutor,
-    Takeover,
-    describe_hotkey,
-)
-from agent.settle import AdaptiveSettle, SettleConfig
-from agent.trajectory import JsonlRecorder, Step
+from agent.commands.common import Console, add_model_arguments
+from agent.errors import EXIT_DONE, EXIT_INTERRUPTED, EXIT_NOT_DONE, DeskpilotError, Interrupted
+from agent.loop import EpisodeResult
+from agent.safety import DEFAULT_ALWAYS_CONFIRM, DEFAULT_KILL_HOTKEY, DEFAULT_TAKEOVER_HOTKEY, Approver
+from agent.trajectory import Step
 
 STATUS_EXIT = {
     "done": EXIT_DONE,
@@ -50,6 +40,25 @@ STATUS_EXIT = {
 
 def add_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("task", help="what to do, in plain words")
+    add_session_arguments(run)
+    asking = run.add_argument_group("asking you")
+    asking.add_argument("--confirm", action="store_true", help="ask approve / skip / edit / quit before every action")
+    asking.add_argument(
+        "--no-ask",
+        action="store_true",
+        help="do not offer the model call_user (asking you a question); if it asks anyway the run ends as "
+        "failed, the question its reason. Without a terminal on stdin this is the default",
+    )
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help="write one JSON object per step (the recording's step fields) and a final outcome object "
+        "to stdout, as JSON Lines; the lines for a person go to stderr",
+    )
+
+
+def add_session_arguments(run: argparse.ArgumentParser) -> None:
+    """The flags of a run that ``deskpilot mcp`` shares: model, screen and input, limits, safety."""
     add_model_arguments(run)
     where = run.add_argument_group("screen and input")
     where.add_argument(
@@ -86,7 +95,9 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
         help="the screen counts as settled once unchanged this long (default: 0.08)",
     )
     limits = run.add_argument_group("limits and output")
-    limits.add_argument("--max-steps", type=positive_int, default=30, metavar="N", help="step budget (default: 30)")
+    limits.add_argument(
+        "--max-steps", type=positive_int, default=30, metavar="N", help="step budget (default: %(default)s)"
+    )
     limits.add_argument(
         "--max-time", type=positive_float, metavar="SECONDS", help="time budget, a request in flight included"
     )
@@ -121,13 +132,6 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
         help="global hotkey with which you take the desktop over after the current action, and hand it back "
         f"(press it again); 'none' turns it off (default: {DEFAULT_TAKEOVER_HOTKEY})",
     )
-    safety.add_argument(
-        "--no-ask",
-        action="store_true",
-        help="do not offer the model call_user (asking you a question); if it asks anyway the run ends as "
-        "failed, the question its reason. Without a terminal on stdin this is the default",
-    )
-    safety.add_argument("--confirm", action="store_true", help="ask approve / skip / edit / quit before every action")
     safety.add_argument(
         "--always-confirm",
         default=",".join(DEFAULT_ALWAYS_CONFIRM),
@@ -167,106 +171,50 @@ def _signals_interrupt() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def options_from_args(args: argparse.Namespace) -> Options:
+    """The API's Options from the parsed flags (an Options field is the flag of the same name)."""
+    return Options.make(**{name: getattr(args, name) for name in Options.model_fields if hasattr(args, name)})
+
+
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    settings = settings_from_args(
-        args,
-        monitor=args.monitor,
-        max_steps=args.max_steps,
-        price_in=args.price_in,
-        price_out=args.price_out,
-    )
-    key = [settings.api_key.get_secret_value()] if settings.api_key else []
-    secrets = Secrets.from_task(args.task, extra=key)
-    console.scrub = secrets.scrub
-    approve = Approver(args.confirm, args.always_confirm, scrub=secrets.scrub)
-    dry_run = args.dry_run or args.screens is not None
-    limits = Limits(max_steps=args.max_steps, max_time_s=args.max_time, max_cost_usd=args.max_cost)
-    with ExitStack() as stack:
-        scope = None
-        screen: Screen
-        if args.screens:
-            screen = ImageScreen(args.screens)
-        elif args.window:
-            from agent.window import WindowScope
-
-            scope = WindowScope(args.window)
-            stack.callback(scope.close)
-            if scope.notice:
-                console.say(f"deskpilot: {scope.notice}")
-            screen = scope.screen(args.monitor)
-            stack.callback(screen.close)
-        else:
-            screen = MssScreen(args.monitor)
-            stack.callback(screen.close)
-        kill_switch = takeover = None
-        if args.screens is None:
-            kill_switch = KillSwitch(args.kill_hotkey).start()
-            stack.callback(kill_switch.stop)
-            if args.takeover_hotkey.strip().lower() != "none":
-                takeover = Takeover(args.takeover_hotkey, say=console.say, stop_event=kill_switch.stop_event).start()
-                stack.callback(takeover.stop)
-        executor: Executor
-        if dry_run:
-            executor = DryRunExecutor(log=console.say)
-        else:
-            from actions.pyautogui_executor import PyAutoGuiExecutor
-
-            live = PyAutoGuiExecutor(should_stop=kill_switch.stop_event.is_set if kill_switch else None)
-            stack.callback(live.close)  # undo the keymap bindings made for typing
-            executor = SecretTypingExecutor(live, secrets)
-        stop_event = kill_switch.stop_event if kill_switch else None
-        planner = GLMPlanner(settings, stop_event=stop_event, scrub=secrets.scrub, on_text=console.status)
-        stack.callback(planner.close)
-        public = {**settings.public(), "model_retries": limits.model_retries}
-        recorder = JsonlRecorder(
-            args.recordings,
-            args.task,
-            public,
-            mode="dry-run" if dry_run else "run",
-            scrub=secrets.scrub,
-            window=scope.describe() if scope else None,
-        )
+    console.json = args.json
+    with Agent(options_from_args(args)) as agent:
+        secrets = agent.secrets(args.task)
+        console.scrub = secrets.scrub
+        if not args.json:
+            agent.planner.on_text = console.status  # the thought as it streams (drawn on a terminal only)
+        recorder = agent.recorder(args.task, secrets.scrub)
+        path = recorder.path if recorder is not None else None
+        settings, scope = agent.settings, agent.scope
         console.say(
-            f"deskpilot: {settings.provider} {settings.model}, {'dry run' if dry_run else 'live'}"
-            f"{f', window {scope.name()}' if scope else ''}; recording to {recorder.path}"
+            f"deskpilot: {settings.provider} {settings.model}, {'dry run' if agent.dry_run else 'live'}"
+            f"{f', window {scope.name()}' if scope else ''}; " + (f"recording to {path}" if path else "not recorded")
         )
-        stack.callback(lambda: console.say(f"deskpilot: recording in {recorder.path}"))
-        warning = display_warning() if args.screens is None else None
-        if warning:
-            console.say(f"deskpilot: warning: {warning}", err=True)
-        if kill_switch is not None:
-            console.say(
-                f"deskpilot: stop with {describe_hotkey(args.kill_hotkey)} (in any window), Ctrl-C here, "
-                "or throw the mouse into a screen corner"
-            )
-        if takeover is not None:
-            hotkey = describe_hotkey(args.takeover_hotkey)
-            console.say(
-                f"deskpilot: take the desktop over with {hotkey} (in any window), {hotkey} again to hand it back"
-            )
+        # in JSON mode stdout holds JSON only: the approval prompt goes to stderr
+        approve = (
+            Approver(args.confirm, args.always_confirm, stdout=sys.stderr, scrub=secrets.scrub) if args.json else None
+        )
         can_ask = not args.no_ask and sys.stdin.isatty()
         if not args.no_ask and not can_ask:
             console.say("deskpilot: stdin is not a terminal: the model cannot ask you questions (as with --no-ask)")
-        settle = None
-        if not dry_run:
-            settle = AdaptiveSettle.for_screen(screen, SettleConfig(quiet_s=args.settle_quiet, max_s=args.settle_max))
-        with _signals_interrupt():
-            result = run_episode(
-                args.task,
-                screen=screen,
-                planner=planner,
-                executor=executor,
-                settings=settings,
-                limits=limits,
-                recorder=recorder,
-                on_step=lambda step: console.say(step_line(step, secrets.scrub)),
-                stop_event=stop_event,
-                approve=approve,
-                refuse=(lambda action, points: scope.refuse(action.kind, points)) if scope else None,
-                settle=settle,
-                ask_user=console.ask if can_ask else None,
-                takeover=takeover,
-            )
+
+        def on_step(step: Step) -> None:
+            console.say(step_line(step, secrets.scrub))
+            if args.json:
+                console.emit("step", step.model_dump(mode="json"))
+
+        try:
+            with _signals_interrupt():
+                result = agent.run(
+                    args.task, on_step=on_step, approve=approve, ask=console.ask if can_ask else None, recorder=recorder
+                )
+        except DeskpilotError as exc:
+            if args.json and isinstance(exc.result, EpisodeResult):
+                _emit_outcome(console, exc.result, exc.exit_code)
+            raise
+        finally:
+            if path is not None:
+                console.say(f"deskpilot: recording in {path}")
     outcome = result.outcome
     cost = f", ${outcome.cost_usd:.4f}" if outcome.cost_usd else ""
     console.say(
@@ -275,4 +223,12 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     )
     if outcome.answer:
         console.say(f"answer: {outcome.answer}")
-    return STATUS_EXIT.get(outcome.status, EXIT_NOT_DONE)
+    code = STATUS_EXIT.get(outcome.status, EXIT_NOT_DONE)
+    if args.json:
+        _emit_outcome(console, result, code)
+    return code
+
+
+def _emit_outcome(console: Console, result: EpisodeResult, exit_code: int) -> None:
+    recording = str(result.recording) if isinstance(result.recording, Path) else None
+    console.emit("outcome", {**result.outcome.model_dump(mode="json"), "recording": recording, "exit_code": exit_code})
