@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from agent import __version__
-from agent.commands import bench, doctor, mcp, replay, run, view
+from agent.commands import bench, doctor, mcp, record, replay, run, view
 from agent.commands.common import Console, Parser
 from agent.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, DeskpilotError
 
@@ -24,6 +24,10 @@ COMMANDS: tuple[tuple[str, str, str, Callable[[argparse.ArgumentParser], None], 
      "Replay a recording. check: re-parse and re-ground every recorded reply (no display, no model). "
      "simulate: the loop on the recorded screens and replies, dry. execute: perform the recorded actions live, "
      "checking the screen before each pointing step.", replay.add_arguments, replay.cmd_replay),
+    ("record", "record a person's demonstration: every click, drag, scroll, key and text, with screenshots",
+     "Record what you do on one monitor (or in one window) as a recording that replay can check, simulate and "
+     "execute. Stop with the kill hotkey (Esc 3 times by default) or Ctrl-C.", record.add_arguments,
+     record.cmd_record),
     ("view", "write report.html into a recording: screenshots, clicks, thoughts, costs",
      "Write a self-contained report.html into the recording folder.", view.add_arguments, view.cmd_view),
     ("bench", "measure perception, settle, tokens, replay and step overhead",

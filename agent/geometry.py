@@ -96,10 +96,12 @@ def image_to_screen(point_image: tuple[int, int], monitor: MonitorGeometry) -> t
 
 
 def screen_to_image(point_screen: tuple[int, int], monitor: MonitorGeometry) -> tuple[int, int]:
-    """Input-library coordinates -> pixel of this monitor's captured image."""
+    """Input-library coordinates -> pixel of this monitor's captured image: the first pixel of
+    that screen unit, so ``image_to_screen`` gives the same point back at any scale >= 1
+    (rounding would give 102 back for 103 at 150 %)."""
     return (
-        int(round((point_screen[0] - monitor.left) * monitor.scale)),
-        int(round((point_screen[1] - monitor.top) * monitor.scale)),
+        int(math.ceil((point_screen[0] - monitor.left) * monitor.scale - 1e-9)),
+        int(math.ceil((point_screen[1] - monitor.top) * monitor.scale - 1e-9)),
     )
 
 

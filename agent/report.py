@@ -1,5 +1,9 @@
 """``deskpilot view``: one self-contained HTML page that shows what a recorded run did.
 
+A recording made from a person (``deskpilot record``, header mode ``human``) says so at the
+top and on each step ("recorded from a person"), with when the step began and how long the
+action took instead of model timings, tokens and replies (there were none).
+
 ``render(recording)`` returns the page and ``write_report`` puts it in the recording as
 ``report.html`` (or in the file ``out``; a read-only recording says so). At the top, the summary (task, outcome, steps, time, tokens, cost, model);
 then per step the screenshot with an SVG overlay (the model's box, the grounded click
@@ -116,13 +120,18 @@ def render(recording: Recording, link_images: bool = False, page_folder: Path | 
         else "none"
     )
     retries = sum(max(0, len(s.attempts) - 1) for s in recording.steps)
-    stats = [
-        (o.steps, "steps"),
-        (f"{o.duration_s:.1f} s", "time"),
-        (f"{o.prompt_tokens + o.completion_tokens:,}", f"tokens ({o.prompt_tokens:,} in, {o.completion_tokens:,} out)"),
-        (_money(o.cost_usd), "estimated cost"),
-        (retries, "retried replies"),
-    ]
+    human = h.mode == "human"
+    stats: list[tuple[Any, str]] = [(o.steps, "steps"), (f"{o.duration_s:.1f} s", "time")]
+    if not human or o.prompt_tokens + o.completion_tokens:  # a person's recording asked the model only to --describe
+        stats += [
+            (
+                f"{o.prompt_tokens + o.completion_tokens:,}",
+                f"tokens ({o.prompt_tokens:,} in, {o.completion_tokens:,} out)",
+            ),
+            (_money(o.cost_usd), "estimated cost"),
+        ]
+    if not human:
+        stats.append((retries, "retried replies"))
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -137,15 +146,23 @@ def render(recording: Recording, link_images: bool = False, page_folder: Path | 
     parts.append(
         '<ul class="stats">' + "".join(f"<li><b>{_e(v)}</b><span>{_e(k)}</span></li>" for v, k in stats) + "</ul>"
     )
+    if human:
+        model = f" · element descriptions by {_e(h.provider)} · {_e(h.model)}" if h.model else ""
+        about = f"recorded from a person{model}"
+    else:
+        about = (
+            f"{_e(h.provider)} · {_e(h.model)} · protocol {_e(h.protocol)} · thinking "
+            f"{'on' if h.thinking else 'off'} · {_e(h.mode)}"
+        )
     parts.append(
-        f'<div class="sub" style="margin-top:10px">{_e(h.provider)} · {_e(h.model)} · protocol '
-        f"{_e(h.protocol)} · thinking {'on' if h.thinking else 'off'} · {_e(h.mode)} · monitor "
-        f"{_e(monitor)} · prices {prices} · started {_e(started)} · deskpilot {_e(h.deskpilot_version)}"
-        f" · schema v{h.schema_version}</div>"
+        f'<div class="sub" style="margin-top:10px">{about} · monitor {_e(monitor)}'
+        + ("" if human and not h.model else f" · prices {prices}")
+        + f" · started {_e(started)} · deskpilot {_e(h.deskpilot_version)} · schema v{h.schema_version}</div>"
     )
     parts.append("</header><main>")
+    first = recording.steps[0].started_at if recording.steps else 0.0
     for step in recording.steps:
-        parts.append(_step(recording, step, link_folder))
+        parts.append(_step(recording, step, link_folder, first))
     if not recording.steps:
         parts.append("<p>No step was recorded.</p>")
     parts.append(f"</main><script>{SCRIPT}</script></body></html>")
@@ -220,7 +237,7 @@ def _overlay(step: Step) -> str:
     )
 
 
-def _step(recording: Recording, step: Step, link_images: Path | None) -> str:
+def _step(recording: Recording, step: Step, link_images: Path | None, first_started_at: float) -> str:
     human = step.decision == "takeover"
     kind = "the person acted" if human else (step.action or {}).get("kind", "no action")
     t = step.timings
@@ -235,15 +252,29 @@ def _step(recording: Recording, step: Step, link_images: Path | None) -> str:
         if step.sent
         else "-"
     )
-    rows = [
-        where,
-        f"<tr><td>timings</td><td>capture {t.capture_s:.2f} s · model {t.model_s:.2f} s · execute "
-        f"{t.execute_s:.2f} s · settle {t.settle_s:.2f} s</td></tr>",
+    tokens = (
         f"<tr><td>tokens</td><td>{step.prompt_tokens:,} in · {step.completion_tokens:,} out · "
-        f"{_money(step.cost_usd)}</td></tr>",
-        f"<tr><td>sent</td><td>{sent}; history {step.history_lines} steps, {step.history_images} images</td></tr>",
-    ]
+        f"{_money(step.cost_usd)}</td></tr>"
+    )
+    if step.by_person:
+        rows = [
+            where,
+            f"<tr><td>timing</td><td>began at +{step.started_at - first_started_at:.2f} s · took "
+            f"{t.execute_s:.2f} s</td></tr>",
+        ]
+        if step.prompt_tokens + step.completion_tokens:  # --describe asked the model about the target
+            rows.append(tokens)
+    else:
+        rows = [
+            where,
+            f"<tr><td>timings</td><td>capture {t.capture_s:.2f} s · model {t.model_s:.2f} s · execute "
+            f"{t.execute_s:.2f} s · settle {t.settle_s:.2f} s</td></tr>",
+            tokens,
+            f"<tr><td>sent</td><td>{sent}; history {step.history_lines} steps, {step.history_images} images</td></tr>",
+        ]
     body = [f'<h2>Step {step.step} <span class="kind">{_e(kind)}</span></h2>']
+    if step.by_person:
+        body.append('<p class="sub person">recorded from a person</p>')
     if step.thought:
         body.append(f'<p class="thought">{_e(step.thought)}</p>')
     if step.action_text:

@@ -3,7 +3,7 @@
 A recording is a folder ``recordings/<timestamp>-<slug>/`` holding:
 
 * ``header.json`` (``Header``): schema version, task, start time (UTC, ISO 8601), deskpilot
-  version, mode (run / dry-run), provider, model, protocol, thinking, the monitor's geometry
+  version, mode (run / dry-run, or human: recorded from a person by ``deskpilot record``), provider, model, protocol, thinking, the monitor's geometry
   and scale (filled in at the first step), the image budget, the price table used for cost
   estimates, and ``settings``: every public setting of the run. Never an API key.
 * ``steps.jsonl``: one ``Step`` per line, appended, flushed and fsynced as each step ends,
@@ -38,6 +38,10 @@ A ``Step`` holds, in this order of the loop:
   (the model's own action when the person edited it) and ``user_answer`` (to call_user).
 
 Fields added later have defaults, so older recordings load unchanged.
+
+A step recorded from a person (``Step.by_person``) has an action and no ``attempts``: its
+``started_at`` is when the person began the action, ``timings.execute_s`` how long it took,
+and its targets hold the pixel the person pointed at (``box_model`` is the nearest thousandth).
 
 ``load`` reads a recording back. Every problem is a ``UsageError`` (exit 2) naming the file
 and, for ``steps.jsonl``, the line: a missing file, a header or outcome that is not a UTF-8
@@ -155,6 +159,11 @@ class Step(BaseModel):
         None, description="a human step: the screen when the person handed back (screenshot: when they took over)"
     )
 
+    @property
+    def by_person(self) -> bool:
+        """Recorded from a person (``deskpilot record``): an action that no model reply proposed."""
+        return self.action is not None and not self.attempts
+
 
 class Prices(BaseModel):
     """The price table cost estimates used: USD per million tokens."""
@@ -169,7 +178,7 @@ class Header(BaseModel):
     task: str
     started_at: str  # UTC, ISO 8601
     deskpilot_version: str = __version__
-    mode: str = "run"  # run | dry-run
+    mode: str = "run"  # run | dry-run | human
     provider: str = ""
     model: str = ""
     protocol: str = ""

@@ -14,6 +14,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# Recordings as tests (deskpilot_recordings in pyproject.toml): the plugin, unless its pytest11
+# entry point (an install of the package) registered it already.
+pytest_plugins = [] if "agent.pytest_plugin" in sys.modules else ["agent.pytest_plugin"]
+
 KEY_VARIABLES = (
     "DESKPILOT_API_KEY",
     "SILICONFLOW_API_KEY",

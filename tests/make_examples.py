@@ -1,13 +1,16 @@
 """Regenerate the example recordings in recordings/examples/ from real runs of the CLI.
 
     python tests/make_examples.py            # the dry-run examples (no display needed)
-    python tests/make_examples.py --live     # also the live one (needs Xvfb, openbox, Tk)
+    python tests/make_examples.py --live     # also the live ones (needs Xvfb, openbox, Tk, xdotool)
 
 Each example is ``deskpilot run`` as a user would start it (a subprocess), against the local
 fake model server (agent.fakeserver) whose brain finds the form's cyan field and magenta OK
 button by colour in the screenshot it is sent. No API key, no network. The recording is
 then moved to a stable name and its PNGs are re-compressed losslessly (same pixels,
 smaller files), so the examples stay a few hundred KB in all.
+
+``form-recorded-person`` is ``deskpilot record`` watching xdotool fill in the same form, as a
+person would (no model at all).
 
 The replay tests run ``replay --mode check`` and ``simulate`` over every example, so a
 parser or grounding change that would alter a recorded run fails the suite.
@@ -143,14 +146,51 @@ def live_example() -> None:
     publish(folder, "form-live-xvfb")
 
 
+def person_example() -> None:
+    """``deskpilot record`` under Xvfb while xdotool clicks the field, types and presses OK."""
+    import os
+    import time
+
+    from tests.live_support import TargetApp, have_xvfb, xvfb_display
+
+    if not have_xvfb():
+        raise SystemExit("the recorded example needs Xvfb (and openbox, Tk, xdotool)")
+    out = Path(tempfile.mkdtemp(prefix="deskpilot-example-"))
+    with xvfb_display(960, 640), TargetApp(geometry="720x520+120+60") as app:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "record", "--task", TASK, "--recordings", str(out)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env={**_env(), "DISPLAY": os.environ["DISPLAY"]},
+        )
+        if "ready" not in (proc.stdout.readline() if proc.stdout else ""):
+            raise SystemExit("deskpilot record did not start")
+        for action, wait in (
+            (["mousemove", *map(str, app.center("entry")), "click", "1"], ("click", "entry")),
+            (["type", "--delay", "80", "report.txt"], ("entry", "report.txt")),
+            (["mousemove", *map(str, app.center("ok")), "click", "1"], ("click", "ok")),
+        ):
+            subprocess.run(["xdotool", *action], check=True)
+            app.wait_for(lambda events, w=wait: any(w[1] in (e.get("widget"), e.get("text")) for e in events), 10)
+            time.sleep(0.5)
+        subprocess.run(["xdotool", "key", "--delay", "80", "Escape", "Escape", "Escape"], check=True)
+        print(proc.communicate(timeout=60)[0], end="")
+    if proc.returncode != 0:
+        raise SystemExit(f"deskpilot record failed ({proc.returncode})")
+    (folder,) = out.iterdir()
+    publish(folder, "form-recorded-person")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--live", action="store_true", help="also record the live example under Xvfb")
+    parser.add_argument("--live", action="store_true", help="also record the live examples under Xvfb")
     args = parser.parse_args()
     EXAMPLES.mkdir(parents=True, exist_ok=True)
     dry_run_examples()
     if args.live:
         live_example()
+        person_example()
 
 
 if __name__ == "__main__":

@@ -2,26 +2,36 @@
 a dry loop, or a live macro without the model (see ``agent.replay``). Prints one line per
 difference (``DIFFERS step N: ...``) and a summary; exit 1 when a step differed. With ``--json`` those
 are JSON Lines on stdout (one ``difference`` object each, then a ``result``) and the lines for a person go
-to stderr."""
+to stderr.
+
+``deskpilot replay DIR`` (a folder holding recordings at any depth, none of a recording's own
+files) checks or simulates each of them: one line per recording and a summary; exit 1 when one
+differs, 2 when one cannot be read."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from agent.argtypes import nonneg_float, positive_float
 from agent.commands.common import Console, add_model_arguments, settings_from_args
-from agent.errors import EXIT_DONE, EXIT_NOT_DONE, UsageError
+from agent.errors import EXIT_DONE, EXIT_NOT_DONE, EXIT_USAGE, UsageError
 from agent.replay.live import THRESHOLD, HealFailed, LiveReplayer, ModelHealer
-from agent.replay.offline import Difference, check, simulate
+from agent.replay.offline import Difference, find_recordings, replay_offline
 from agent.safety import DEFAULT_ALWAYS_CONFIRM, DEFAULT_KILL_HOTKEY, Approver, describe_hotkey
 from agent.trajectory import Recording, load
 
 MODES = ("check", "simulate", "execute")
+RECORDING_FILES = ("header.json", "steps.jsonl", "outcome.json")  # a folder with one of them is one recording
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("recording", help="a recording folder (recordings/<time>-<task>)")
+    p.add_argument(
+        "recording",
+        help="a recording folder (recordings/<time>-<task>), or a folder of recordings at any depth "
+        "(check or simulate each)",
+    )
     p.add_argument("--mode", choices=MODES, default="check", help="default: check")
     p.add_argument(
         "--json",
@@ -67,22 +77,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_replay(args: argparse.Namespace, console: Console) -> int:
     console.json = args.json
-    recording = load(args.recording)
+    folder = Path(args.recording)
+    if folder.is_dir() and not any((folder / name).exists() for name in RECORDING_FILES):
+        return _replay_many(folder, args.mode, console)
+    recording = load(folder)
     n_replies = sum(len(s.attempts) for s in recording.steps)
+    by_person = sum(s.by_person for s in recording.steps)
+    what = f"{by_person} recorded from a person" if by_person else f"{n_replies} replies"
     console.say(
         f"deskpilot replay ({args.mode}): {recording.path}: {recording.header.task!r}, "
-        f"{len(recording.steps)} steps, {n_replies} replies, recorded outcome {recording.outcome.status}"
+        f"{len(recording.steps)} steps, {what}, recorded outcome {recording.outcome.status}"
     )
+    if by_person and args.mode != "execute":
+        console.say(
+            "deskpilot replay: a person's steps have no model reply to parse again: their actions, keys and "
+            "targets are checked with today's code"
+            + ("" if args.mode == "check" else ", then performed dry on the recorded screenshots")
+        )
     performed, healed = 0, list[int]()
-    if args.mode == "check":
-        found = check(recording)
-    elif args.mode == "simulate":
-        if recording.header.mode == "mcp":
-            raise UsageError(
-                f"{recording.path} records an MCP session (its actions came from another agent, not from one run of "
-                "the loop): simulate does not apply; use --mode check or --mode execute"
-            )
-        found = simulate(recording)
+    if args.mode != "execute":
+        _refuse_simulating_mcp(recording, args.mode)
+        found = replay_offline(recording, args.mode)
     else:
         found, performed, healed = _execute(recording, args, console)
     for difference in found:
@@ -106,6 +121,61 @@ def cmd_replay(args: argparse.Namespace, console: Console) -> int:
     else:
         console.say(f"deskpilot replay: all {len(recording.steps)} steps match")
     return code
+
+
+def _replay_many(folder: Path, mode: str, console: Console) -> int:
+    """Check or simulate every recording under ``folder``: a line each and a summary."""
+    if mode == "execute":
+        raise UsageError(f"{folder} is a folder of recordings: --mode execute replays one recording, give its folder")
+    recordings = find_recordings(folder)
+    if not recordings:
+        raise UsageError(f"{folder} holds no recordings (folders with a header.json) at any depth")
+    differ = unreadable = 0
+    for path in recordings:
+        shown = path.relative_to(folder).as_posix()
+        try:
+            recording = load(path)
+            _refuse_simulating_mcp(recording, mode)
+            found = replay_offline(recording, mode)
+        except UsageError as exc:
+            unreadable += 1
+            console.say(f"UNREADABLE  {shown}: {exc}")
+            if console.json:
+                console.emit("recording", {"recording": shown, "status": "unreadable", "error": str(exc)})
+            continue
+        if found:
+            differ += 1
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+            console.say(f"DIFFERS     {shown}: {found[0]}{more}")
+        else:
+            console.say(f"ok          {shown}: {len(recording.steps)} steps match")
+        if console.json:
+            console.emit(
+                "recording",
+                {"recording": shown, "status": "differs" if found else "ok",
+                 "differences": [{"step": d.step, "what": d.what} for d in found]},
+            )  # fmt: skip
+    matched = len(recordings) - differ - unreadable
+    console.say(
+        f"deskpilot replay ({mode}): {len(recordings)} recordings under {folder}: {matched} match, "
+        f"{differ} differ, {unreadable} unreadable"
+    )
+    code = EXIT_USAGE if unreadable else EXIT_NOT_DONE if differ else EXIT_DONE
+    if console.json:
+        console.emit(
+            "result",
+            {"mode": mode, "folder": str(folder), "recordings": len(recordings), "match": matched,
+             "differ": differ, "unreadable": unreadable, "exit_code": code},
+        )  # fmt: skip
+    return code
+
+
+def _refuse_simulating_mcp(recording: Recording, mode: str) -> None:
+    if mode == "simulate" and recording.header.mode == "mcp":
+        raise UsageError(
+            f"{recording.path} records an MCP session (its actions came from another agent, not from one run of "
+            "the loop): simulate does not apply; use --mode check or --mode execute"
+        )
 
 
 def _execute(

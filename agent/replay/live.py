@@ -87,8 +87,10 @@ def compare_at(recorded: Image.Image, live: Image.Image, targets: list[Target], 
 
 
 def settle_gap(previous: Step, step: Step) -> float:
-    """Recorded time between the previous step's action and this step's capture."""
-    acted = previous.started_at + previous.timings.capture_s + previous.timings.model_s
+    """Recorded pause between the end of the previous step's action and this step's start
+    (replay spends the action's own time performing it again)."""
+    t = previous.timings
+    acted = previous.started_at + t.capture_s + t.model_s + t.execute_s
     return max(0.0, step.started_at - acted)
 
 

@@ -11,24 +11,41 @@
   same, step by step. Decisions recorded at the approval prompt (skip, edit, quit),
   refusals of a ``--window`` scope, the person's answers to call_user and their takeovers
   (human steps, with the screenshots before and after) are replayed too.
+
+A recording made from a person (``deskpilot record``, ``Step.by_person``) has no replies to
+parse again. ``check`` judges what it does hold with today's code: the action must still
+validate and be written the same way (``action_to_call``), a key combination must still
+parse in the key vocabulary, and each target must convert as the recorder converted it
+(screen -> image pixels -> thousandths). ``simulate`` does that, then performs the recorded
+actions with the dry-run executor through the path ``--mode execute`` takes
+(``LiveReplayer``), on the recorded screenshots, and the actions must come out as recorded.
+
+``find_recordings`` lists the recordings under a folder, at any depth, and ``replay_offline``
+runs one of the two modes: ``deskpilot replay DIR`` and the pytest plugin use them.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from actions.executor import DryRunExecutor, Performed
+from actions.keys import held_keys
 from actions.schema import ACTION_ADAPTER, ASK_KIND, TERMINAL_KINDS, Action, action_to_call
-from agent.capture import ImageScreen
+from agent.capture import ImageScreen, Screenshot
 from agent.config import Settings
-from agent.errors import EndpointError, Interrupted, ModelError, UsageError
-from agent.geometry import Target
+from agent.errors import EndpointError, Interrupted, InvalidArguments, ModelError, UsageError
+from agent.geometry import Target, image_to_model, screen_to_image
 from agent.grounding import interpret
 from agent.loop import Limits, run_episode
 from agent.planner import ScriptedPlanner
 from agent.protocol import RawReply
 from agent.safety import Decision
+from agent.text import quoted
 from agent.trajectory import Recording, Step
+
+MODES = ("check", "simulate")
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,9 @@ def check(recording: Recording) -> list[Difference]:
     """Re-parse and re-ground every recorded reply; return what differs (empty: all match)."""
     found: list[Difference] = []
     for step in recording.steps:
+        if step.by_person:
+            found.extend(_check_by_person(step))
+            continue
         edited = step.decision == "edit"
         for number, attempt in enumerate(step.attempts, start=1):
             label = f"reply {number}" if len(step.attempts) > 1 else "the reply"
@@ -83,6 +103,37 @@ def check(recording: Recording) -> list[Difference]:
                 )
                 if what:
                     found.append(Difference(step.step, what))
+    return found
+
+
+def _check_by_person(step: Step) -> list[Difference]:
+    """A person's step: its action, its keys and its targets judged with today's code."""
+    try:
+        action = ACTION_ADAPTER.validate_python(step.action)
+    except (ValueError, ModelError) as exc:  # pydantic's ValidationError is a ValueError
+        return [
+            Difference(step.step, f"the recorded action {step.action_text or step.action} no longer validates: {exc}")
+        ]
+    found = []
+    now = action_to_call(action)
+    if now != step.action_text:
+        found.append(Difference(step.step, f"action was written {step.action_text}, now {now}"))
+    if action.kind == "key":
+        try:
+            held_keys(action.keys)
+        except InvalidArguments as exc:
+            found.append(
+                Difference(step.step, f"the keys {quoted(action.keys)} are no longer a key combination: {exc}")
+            )
+    boxes = [list(box) for box in (getattr(action, "start_box", None), getattr(action, "end_box", None)) if box]
+    if boxes != [list(t.box_model) for t in step.targets]:
+        found.append(Difference(step.step, f"the action points at {boxes}, its targets are {_points(step.targets)}"))
+    for target in step.targets:
+        point_image = screen_to_image(target.point_screen, step.geometry)
+        box_model = image_to_model(point_image, step.geometry.size_image)
+        if (list(point_image), list(box_model)) != (list(target.point_image), list(target.box_model)):
+            now_target = Target(box_model, point_image, target.point_screen)
+            found.append(Difference(step.step, f"target was {_points([target])}, now {_points([now_target])}"))
     return found
 
 
@@ -138,10 +189,13 @@ def executed(step: Step) -> bool:
 
 
 def simulate(recording: Recording) -> list[Difference]:
-    """Run the loop on the recorded screens and replies with the dry-run executor."""
+    """Run the loop on the recorded screens and replies with the dry-run executor (a person's
+    recording: perform its actions dry, see the module docstring)."""
     steps = recording.steps
     if not steps:
         return []
+    if any(s.by_person for s in steps):
+        return _simulate_by_person(recording)
     replies = [RawReply.model_validate(a.raw) for s in steps for a in s.attempts]
     planner = ScriptedPlanner(replies)
     first = steps[0].geometry
@@ -276,3 +330,62 @@ class _RecordedTakeover:
 
     def hold(self) -> None:
         pass
+
+
+class _RecordedScreens:
+    """The screenshot of the step being replayed, as the live screen (``step`` says which)."""
+
+    def __init__(self, recording: Recording) -> None:
+        self.recording = recording
+        self.steps = {s.step: s for s in recording.steps}
+        self.step = lambda: recording.steps[0].step
+
+    def capture(self) -> Screenshot:
+        step = self.steps[self.step()]
+        return Screenshot(self.recording.screenshot(step), step.geometry)
+
+
+def _simulate_by_person(recording: Recording) -> list[Difference]:
+    found = check(recording)
+    if found:
+        return found
+    from agent.replay.live import LiveReplayer  # live builds on this module
+
+    executor = DryRunExecutor()
+    screens = _RecordedScreens(recording)
+    replayer = LiveReplayer(recording, screens, executor, settle=0.0, sleep=lambda s: None, log=lambda line: None)
+    screens.step = lambda: replayer.current
+    try:
+        found = replayer.run()
+    except Exception as exc:  # what a regression test is for
+        return [Difference(replayer.current, f"performing it raised {type(exc).__name__}: {exc}")]
+    if found:
+        return found
+    expected, performed = recorded_actions(recording), executor.performed
+    for i in range(max(len(expected), len(performed))):
+        a = expected[i] if i < len(expected) else None
+        b = performed[i] if i < len(performed) else None
+        if (replace(a, step=None) if a else None) != b:
+            where = (a or expected[-1]).step if expected else None
+            return [Difference(where or 1, f"performed {b or 'nothing'}, recorded {a or 'nothing'}")]
+    return []
+
+
+def find_recordings(root: str | os.PathLike[str]) -> list[Path]:
+    """The recording folders (those holding header.json) under ``root`` at any depth, in name
+    order; a recording's own subfolders and hidden folders are not searched."""
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        if "header.json" in files:
+            found.append(Path(folder))
+            subfolders.clear()
+        else:
+            subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+    return sorted(found)
+
+
+def replay_offline(recording: Recording, mode: str = "check") -> list[Difference]:
+    """``check`` or ``simulate`` one recording; the differences (empty: it matches)."""
+    if mode not in MODES:
+        raise UsageError(f"unknown replay mode {mode!r} without a display: use {' or '.join(MODES)}")
+    return check(recording) if mode == "check" else simulate(recording)
