@@ -113,6 +113,7 @@ class Options(BaseModel):
     retries: _NonNegative = 4
     timeout: _PositiveFloat = 120.0
     connect_timeout: _PositiveFloat = 10.0
+    stream: bool = True  # stream replies: act as soon as the action is complete
     # screen and input
     monitor: _NonNegative = 1
     window: str | None = None  # class:NAME, title:TEXT, id:0x..., or a substring of either
@@ -165,6 +166,7 @@ class Options(BaseModel):
                 max_retries=self.retries,
                 read_timeout=self.timeout,
                 connect_timeout=self.connect_timeout,
+                stream=self.stream,
                 monitor=self.monitor,
                 max_steps=self.max_steps,
                 price_in=self.price_in,
@@ -193,6 +195,7 @@ class OptionFields(TypedDict, total=False):
     retries: int
     timeout: float
     connect_timeout: float
+    stream: bool
     monitor: int
     window: str | None
     dry_run: bool

@@ -70,6 +70,10 @@ class UnparseableReply(ModelError):
     """No action call, tool call, JSON action or box was found in the reply."""
 
 
+class ActionChanged(ModelError):
+    """A streamed reply, once whole, does not give the action that was complete (and ran) before its end."""
+
+
 class UnknownAction(ModelError):
     """The reply named an action that is not in the action space."""
 

@@ -6,7 +6,9 @@ settings, limits, history, memory, totals, recorder, hooks)::
 
     perceive  capture the screen, prepare the image the model sees, save the lossless shot
     decide    ask the planner until a reply is usable (agent.grounding.ask: parse + ground,
-              a model error is shown back to the model at most ``Limits.model_retries`` times)
+              a model error is shown back to the model at most ``Limits.model_retries`` times);
+              a streamed reply's action goes through gate and act (in ``Run.actor``) the moment
+              it is complete, while the rest of the reply arrives; the step waits for both
     zoom      a pointing target likely too small for the first answer is asked again on a
               crop around it (agent.zoom; ``Recovery.zoom``): at most one extra request
     gate      the window scope may refuse it; the person may approve, skip, edit or quit
@@ -35,7 +37,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -170,6 +172,9 @@ class Run:
     loop_level: int = 0  # consecutive steps that completed a loop (the escalation reached)
     force_zoom: str | None = None  # the escalation asks the next pointing step to zoom in
     stop: tuple[OutcomeStatus, str] | None = None  # (status, message): end the run after this step
+    actor: ThreadPoolExecutor = field(  # gates and runs a streamed action while its reply still arrives
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="deskpilot-act")
+    )
 
     def finish(self, status: OutcomeStatus, message: str = "", answer: str | None = None) -> Outcome:
         return Outcome(
@@ -276,6 +281,7 @@ def run_episode(
         raise
     finally:
         run.background.shutdown(wait=False)
+        run.actor.shutdown(wait=True)
         if outcome is None:  # an unexpected exception: still leave a readable recording
             outcome = run.finish("error", "the run stopped on an internal error")
         if recorder is not None:
@@ -298,9 +304,14 @@ def _step(run: Run, number: int) -> Action | None:
     step, seen = _perceive(run, number)
     action: Action | None = None
     note = ""
+    early = _Early(run, step, seen)
     try:
-        grounded = _decide(run, step, seen.sent)
-        if grounded is None:
+        grounded = _decide(run, step, seen.sent, early)
+        if early.future is not None:
+            action, note = early.future.result()  # gated and run while the reply was still arriving
+            if action is not None and action.kind not in TERMINAL_KINDS:
+                note = "; ".join(filter(None, (note, _progress(run, step))))
+        elif grounded is None:
             note = "no usable action"
         elif isinstance(grounded.action, CallUser):
             action, note = grounded.action, _ask(run, step, grounded.action)
@@ -315,6 +326,7 @@ def _step(run: Run, number: int) -> Action | None:
             step.error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
+        early.wait()  # never leave an action half done behind a failed request
         step.timings.model_s = round(step.timings.model_s, 4)
         step.cost_usd = round(step.cost_usd, 8)
         _record(run, step)
@@ -361,7 +373,44 @@ def _perceive(run: Run, number: int) -> tuple[Step, _Perceived]:
     return step, _Perceived(sent, half_shot, shot.image)
 
 
-def _decide(run: Run, step: Step, sent: SentImage) -> Grounded | None:
+class _Early:
+    """The action of a streamed reply, gated and run in ``Run.actor`` as soon as it is complete.
+
+    Only actions that do something on screen start early (DONE, FAIL and call_user wait for the
+    whole reply). The gate comes first as always: the window scope may refuse it, and when the
+    person must approve, the early action simply waits for them."""
+
+    def __init__(self, run: Run, step: Step, seen: _Perceived) -> None:
+        self.run, self.step, self.seen = run, step, seen
+        self.future: Future[tuple[Action | None, str]] | None = None
+
+    def start(self, grounded: Grounded) -> None:
+        if grounded.action.kind in TERMINAL_KINDS or isinstance(grounded.action, CallUser):
+            return
+        if _zoom_wanted(self.run, self.step, self.seen, grounded) is not None:
+            return  # a click that will be asked again on a crop waits for the whole reply
+        _show(self.step, grounded)
+        self.future = self.run.actor.submit(self._gate_and_act, grounded.action)
+
+    def _gate_and_act(self, action: Action) -> tuple[Action | None, str]:
+        allowed, note = _gate(self.run, self.step, action)
+        if allowed is not None:
+            note = _act(self.run, self.step, allowed) or note
+        return allowed, note
+
+    def wait(self) -> None:
+        if self.future is not None:
+            wait([self.future])
+
+
+def _show(step: Step, grounded: Grounded) -> None:
+    """The step's action, its call text and targets from a grounded reply."""
+    step.action = grounded.action.model_dump(mode="json")
+    step.action_text = action_to_call(grounded.action)
+    step.targets = list(grounded.targets)
+
+
+def _decide(run: Run, step: Step, sent: SentImage, early: _Early | None = None) -> Grounded | None:
     """Ask the model (with retries on unusable replies); every reply is kept in step.attempts."""
     history, memory = list(run.history), list(run.memory)
 
@@ -385,13 +434,15 @@ def _decide(run: Run, step: Step, sent: SentImage) -> Grounded | None:
         step.attempts.append(_account(run, step, result, error))
 
     attempts = 1 + run.limits.model_retries
-    grounded, feedback = ask(run.planner, request, step.geometry, attempts, on_reply)
+    on_action = early.start if early is not None else None
+    grounded, feedback = ask(run.planner, request, step.geometry, attempts, on_reply, on_action=on_action)
+    started_early = early is not None and early.future is not None
     if grounded is None:
-        step.error = f"no usable action after {attempts} replies: {feedback}"
+        step.error = feedback if started_early else f"no usable action after {attempts} replies: {feedback}"
         return None
-    step.action = grounded.action.model_dump(mode="json")
-    step.action_text = action_to_call(grounded.action)
-    step.thought, step.memory, step.targets = grounded.thought, grounded.memory, list(grounded.targets)
+    if not started_early:  # else the step already shows it (and the gate may have edited it)
+        _show(step, grounded)
+    step.thought, step.memory = grounded.thought, grounded.memory
     return grounded
 
 
@@ -410,10 +461,26 @@ def _account(run: Run, step: Step, result: PlannerResult, error: ModelError | No
         latency_s=round(result.latency_s, 4),
         transport_retries=result.transport_retries,
         protocol=result.protocol,
+        ttft_s=result.ttft_s,
+        action_s=result.action_s,
+        total_s=result.total_s,
     )
     if error is not None:
         attempt.error, attempt.error_type = str(error), type(error).__name__
     return attempt
+
+
+def _zoom_wanted(run: Run, step: Step, seen: _Perceived, grounded: Grounded) -> tuple[str, str] | None:
+    """(why, which element) when the first answer's target should be asked again on a crop, else None."""
+    if not grounded.targets:
+        return None
+    previous = run.steps[-1] if run.steps else None
+    retried = retried_unchanged(previous, grounded.action, grounded.targets[0].point_image)
+    reason = zoom_reason(
+        run.recovery.zoom, grounded.action, step.geometry.size_image, seen.sent.size, retried, run.force_zoom
+    )
+    element = element_for(grounded.action, grounded.thought)
+    return (reason, element) if reason is not None and element is not None else None
 
 
 def _zoom(run: Run, step: Step, seen: _Perceived, grounded: Grounded) -> None:
@@ -421,15 +488,11 @@ def _zoom(run: Run, step: Step, seen: _Perceived, grounded: Grounded) -> None:
     (agent.zoom). The answer, mapped back through the crop, replaces ``step.targets``; an
     unusable one leaves the first answer. Everything is kept in ``step.zoom``."""
     action, size_image = grounded.action, step.geometry.size_image
-    if not step.targets:
+    wanted = _zoom_wanted(run, step, seen, grounded)
+    if wanted is None:
         return
+    reason, element = wanted
     first = step.targets[0]
-    previous = run.steps[-1] if run.steps else None
-    retried = retried_unchanged(previous, action, first.point_image)
-    reason = zoom_reason(run.recovery.zoom, action, size_image, seen.sent.size, retried, run.force_zoom)
-    element = element_for(action, grounded.thought)
-    if reason is None or element is None:
-        return
     run.force_zoom = None
     t0 = time.monotonic()
     crop_image = crop_for(first.point_image, size_image)

@@ -145,7 +145,7 @@ def _capped_call(call: dict[str, Any], name: str, capped: Callable[[str | None, 
     return call
 
 
-def _text_of(value: Any) -> Any:
+def text_of(value: Any) -> Any:
     """Message content as one string: a list of parts (``[{"type": "text", "text": ...}, ...]``) is joined."""
     if value is None or isinstance(value, str):
         return value
@@ -177,7 +177,7 @@ class _ToolCall(_Lenient):
 
 
 class _Message(_Lenient):
-    content: Annotated[str | None, BeforeValidator(_text_of)] = None
+    content: Annotated[str | None, BeforeValidator(text_of)] = None
     reasoning_content: Any = None  # SiliconFlow, Z.ai, vLLM
     reasoning: Any = None  # OpenRouter
     tool_calls: list[_ToolCall] | None = None
@@ -390,8 +390,11 @@ def thinking_params(settings: Settings) -> dict[str, Any]:
     return {}
 
 
-def build_body(request: StepRequest, settings: Settings, use_tools: bool) -> tuple[dict[str, Any], BuiltMessage]:
-    """The JSON body of one chat-completions request, and the message it holds."""
+def build_body(
+    request: StepRequest, settings: Settings, use_tools: bool, stream: bool = False
+) -> tuple[dict[str, Any], BuiltMessage]:
+    """The JSON body of one chat-completions request, and the message it holds; ``stream`` asks for
+    server-sent events with the usage in the last one."""
     if request.no_thinking and settings.thinking:
         settings = settings.model_copy(update={"thinking": False})
     if request.grounding is not None:
@@ -406,8 +409,10 @@ def build_body(request: StepRequest, settings: Settings, use_tools: bool) -> tup
         "messages": [{"role": "user", "content": message.content}],
         "max_tokens": max_tokens,
         "temperature": settings.temperature,
-        "stream": False,
+        "stream": stream,
     }
+    if stream:
+        body["stream_options"] = {"include_usage": True}
     body.update(thinking_params(settings))
     if use_tools:
         body["tools"] = tool_schemas(request.ask_user)

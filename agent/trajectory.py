@@ -117,6 +117,9 @@ class Attempt(BaseModel):
     latency_s: float = 0.0
     transport_retries: list[str] = Field(default_factory=list)
     protocol: str = ""
+    ttft_s: float | None = Field(None, description="streamed: seconds from the request to the first token")
+    action_s: float | None = Field(None, description="streamed: seconds to the moment the action was complete")
+    total_s: float | None = Field(None, description="seconds from the request to the end of the reply")
 
 
 class Timings(BaseModel):

@@ -44,6 +44,8 @@ ROW_IDS = [
     "zoom_hit_rate/3840x2160",
     "zoom_tokens/3840x2160",
     "zoom_step_ms/3840x2160",
+    "stream_first_input_ms",
+    "stream_step_ms",
 ]
 
 
@@ -61,8 +63,12 @@ def test_bench_smoke_writes_every_row(tmp_path, capsys):
             assert row["ours"] is None and "live only" in row["note"]  # no display here
         elif name.startswith("zoom_hit_rate/"):  # two targets: a hit rate, each way, of 0, 50 or 100 %
             assert row["ours"] in (0, 50, 100) and row["baseline"] in (0, 50, 100) and row["detail"]["trials"] == 2
+        elif name == "memory_peak_mb":
+            assert row["ours"] > 0 and row["baseline"] is None  # the true peak; no pretend alternative
         elif name != "memory_growth_mb":
             assert row["ours"] > 0 and row["baseline"] > 0, name
+    first = rows["stream_first_input_ms"]
+    assert first["detail"]["same_actions"] and first["ours"] <= 0.75 * first["baseline"], first
     assert rows["replay_check_steps_per_s"]["detail"]["differences"] == 0
     assert set(rows["perception_ms/1920x1080"]["detail"]["stages_ms"]) >= {"capture", "resize", "encode", "base64"}
     h0, h4 = rows["tokens/1920x1080/h0"], rows["tokens/1920x1080/h4"]
@@ -81,6 +87,29 @@ def test_bench_smoke_writes_every_row(tmp_path, capsys):
         "click hits a 12-20 px target",
     ):
         assert metric in printed
+
+
+def test_bench_check_exits_1_naming_the_row_that_missed(monkeypatch, capsys):
+    import agent.commands.bench as bench_command
+
+    rows = [
+        {"id": "ok_row", "metric": "m", "case": "c", "ours": 1.0, "target": "<= 2", "met": True},
+        {
+            "id": "stream_first_input_ms",
+            "metric": "first input",
+            "case": "c",
+            "ours": 9.0,
+            "target": ">= 25%",
+            "met": False,
+        },
+    ]
+    result = {"meta": {}, "rows": rows, "profiles": {}}
+    monkeypatch.setattr(bench_command, "run_bench", lambda **kw: result)
+    monkeypatch.setattr(bench_command, "format_table", lambda result: "table")
+    assert main(["bench", "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "missed target: stream_first_input_ms" in err and "ok_row" not in err
+    assert main(["bench"]) == 0  # without --check a miss is only shown
 
 
 def test_bench_rejects_an_unknown_encoding(capsys):

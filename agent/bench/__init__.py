@@ -22,6 +22,11 @@ baseline (interleaved where both are timed):
 * zoom-in re-grounding on generated 2560x1440 and 3840x2160 desktops with one 12-20 px
   target each (``--zoom-trials`` of them): a fake model with limited precision clicks,
   with ``--zoom auto`` against ``--zoom off``: hit rate, input tokens and time per step.
+* streaming (``stream_rows``): with a fake model streaming like a real endpoint, the time
+  from the request to the first input event and the whole step, streaming against waiting
+  for the whole reply, with the same actions.
+
+``--check`` makes the command exit 1 when a row misses its target, naming the row (for CI).
 
 Without ``--live`` the screens are generated desktops (wallpaper, icons, a code editor,
 a file list, a browser page with a photo, a dialog, a task bar) held in memory as mss
@@ -111,4 +116,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"small targets per screen size for the zoom rows (default: {DEFAULT_ZOOM_TRIALS})",
     )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 when a row misses its target, naming the row (for a CI job)"
+    )
     parser.add_argument("--profile", action="store_true", help="print a cProfile of perception at 1920x1080")

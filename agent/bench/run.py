@@ -70,6 +70,7 @@ def run_bench(
     from agent.bench.recovery_rows import ZOOM_SIZES, bench_progress, bench_zoom
     from agent.bench.replay_rows import bench_replay
     from agent.bench.settle_rows import bench_settle, settle_row
+    from agent.bench.stream_rows import bench_streaming
 
     say = log or (lambda _: None)
     parse_encoding(encoding)
@@ -83,6 +84,7 @@ def run_bench(
     tokens: list[Row] = []
     whole: Row | None = None
     progress: list[Row] = []
+    streaming: list[Row] = []
     profiles: dict[str, str] = {}
     for size in SIZES:
         say(f"perception and tokens at {size[0]}x{size[1]} ...")
@@ -97,6 +99,8 @@ def run_bench(
                     settle = bench_settle(screen, size, repeat)
                 say("whole step ...")
                 whole = bench_whole_step(screen, size, encoding, steps)
+                say("streaming ...")
+                streaming = bench_streaming(screen, size, encoding, steps)
                 if profile:
                     profiles["perception_1920x1080"] = cprofile_perception(screen, encoding, repeat)
     assert whole is not None  # SIZES holds 1920x1080
@@ -104,7 +108,7 @@ def run_bench(
     for size in ZOOM_SIZES:  # generated screens in both modes: the targets must be known
         say(f"zoom at {size[0]}x{size[1]} ({zoom_trials} targets) ...")
         zoom += bench_zoom(size, zoom_trials)
-    rows = perception + [settle] + tokens + replay + [whole] + progress + zoom
+    rows = perception + [settle] + tokens + replay + [whole] + progress + zoom + streaming
     return {
         "meta": {
             "mode": "live (Xvfb)" if live else "offline (generated screens)",

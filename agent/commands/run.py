@@ -213,6 +213,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     with Agent(options_from_args(args)) as agent:
         secrets = agent.secrets(args.task)
         console.scrub = secrets.scrub
+        if not args.json:
+            agent.planner.on_text = console.status  # the thought as it streams (drawn on a terminal only)
         recorder = agent.recorder(args.task, secrets.scrub)
         path = recorder.path if recorder is not None else None
         settings, scope = agent.settings, agent.scope
