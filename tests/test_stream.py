@@ -260,3 +260,35 @@ def test_live_the_click_reaches_the_app_before_the_model_finishes_its_reply(tmp_
         assert proc.returncode == 0, out + err
         clicks = [e for e in app.events() if e["event"] == "click"]
     assert clicks and clicks[0]["t"] < finished[0]  # the input reached the app while the reply still streamed
+
+
+def test_a_click_that_will_be_zoomed_waits_for_the_whole_reply_and_clicks_the_zoomed_point(tmp_path):
+    from agent.capture import Screenshot
+    from agent.geometry import MonitorGeometry
+
+    class Big:  # a 2560x1440 screen: sent shrunk, so --zoom auto asks again on a crop
+        def capture(self) -> Screenshot:
+            return Screenshot(Image.new("RGB", (2560, 1440), "white"), MonitorGeometry(0, 0, 2560, 1440))
+
+    first = "The field.\n<|begin_of_box|>left_click(start_box='[500,500]', element_info='name field')<|end_of_box|>"
+    first += "\nMemory: [" + ", ".join(f'"note {i}"' for i in range(20)) + "]"
+
+    def brain(body):
+        text = "".join(p.get("text", "") for p in body["messages"][0]["content"])
+        if "Point at this element again" in text:
+            return "<|begin_of_box|>left_click(start_box='[250,250]', element_info='name field')<|end_of_box|>"
+        return first if "step 1:" not in text else "DONE()"
+
+    executor = TimedExecutor()
+    with FakeModelServer(brain, profile=StreamProfile(0.05, 40)) as server:
+        settings = Settings.resolve("vllm", base_url=server.base_url, stream=True)
+        recorder = JsonlRecorder(tmp_path / "rec", "t", settings.public())
+        run_episode(
+            "t", screen=Big(), planner=GLMPlanner(settings), executor=executor, settings=settings,
+            limits=Limits(max_steps=3, model_retries=1), recorder=recorder,
+        )  # fmt: skip
+    step = load(recorder.path).steps[0]
+    assert step.zoom is not None and step.zoom.used
+    assert [a.points_screen for a in executor.performed] == [(step.targets[0].point_screen,)]
+    assert step.targets[0].point_screen != step.zoom.first[0].point_screen  # the zoomed point, not the first
+    assert executor.times[0] > server.finished[0]  # it did not act on the first answer mid-stream
