@@ -208,7 +208,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, recorded: bool = Fal
 
 
 def settings_from_args(args: argparse.Namespace, recorded: dict[str, Any] | None = None, **extra: Any) -> Settings:
-    """Settings from the model flags; ``recorded`` (a header's settings) fills what was not given."""
+    """Settings from the model flags, through the API's ``Options`` (one mapping from flags to
+    settings); ``recorded`` (a header's settings) fills what was not given."""
+    from agent.api import Options
+
     recorded = recorded or {}
     provider = args.provider or recorded.get("provider") or "siliconflow"
     same = provider == recorded.get("provider")
@@ -216,20 +219,21 @@ def settings_from_args(args: argparse.Namespace, recorded: dict[str, Any] | None
     def pick(flag: Any, name: str) -> Any:
         return flag if flag is not None else recorded.get(name)
 
-    thinking = args.thinking if args.thinking is not None else (args.thinking_budget is not None or None)
-    return Settings.resolve(
-        provider,
-        base_url=args.base_url or (recorded.get("base_url") if same else None),
-        model=args.model or (recorded.get("model") if same else None),
-        api_key=args.api_key,
-        thinking=pick(thinking, "thinking"),
-        thinking_budget=pick(args.thinking_budget, "thinking_budget"),
-        protocol=pick(args.protocol, "protocol"),
-        max_image_tokens=pick(args.max_image_tokens, "max_image_tokens"),
-        image_encoding=pick(args.image_encoding, "image_encoding"),
-        max_retries=args.retries,
-        stream=args.stream,
-        read_timeout=args.timeout,
-        connect_timeout=args.connect_timeout,
+    thinking = args.thinking if args.thinking is not None else (True if args.thinking_budget is not None else None)
+    given = {
+        "provider": provider,
+        "base_url": args.base_url or (recorded.get("base_url") if same else None),
+        "model": args.model or (recorded.get("model") if same else None),
+        "api_key": args.api_key,
+        "thinking": pick(thinking, "thinking"),
+        "thinking_budget": pick(args.thinking_budget, "thinking_budget"),
+        "protocol": pick(args.protocol, "protocol"),
+        "max_image_tokens": pick(args.max_image_tokens, "max_image_tokens"),
+        "image_encoding": pick(args.image_encoding, "image_encoding"),
+        "retries": args.retries,
+        "timeout": args.timeout,
+        "connect_timeout": args.connect_timeout,
+        "stream": args.stream,
         **extra,
-    )
+    }
+    return Options.make(**{name: value for name, value in given.items() if value is not None}).settings()
