@@ -27,7 +27,10 @@ The same safety as the CLI:
   ``"skip"``, ``"quit"`` or an Action to run instead; without it the terminal asks;
 * secrets: ``{{secret:NAME}}`` in a task is typed from DESKPILOT_SECRET_NAME, and neither it
   nor the API key reaches a recording, a log line or an error message;
-* the window scope (``window``).
+* the window scope (``window``);
+* recovery from an imperfect model: ``zoom`` (auto, always, off) re-grounds a click on a
+  zoomed-in crop, and a run going round in a loop is told, zoomed, then ends ``stuck``
+  (or, with ``on_stuck``, asks the person; see agent.loop.Recovery).
 
 Errors are raised as ``agent.errors`` exceptions (``UsageError`` for bad options,
 ``EndpointError``, ``Interrupted``...); one raised during a task carries the task so far as
@@ -55,7 +58,7 @@ from agent.capture import ImageScreen, MssScreen, Screen
 from agent.config import DEFAULT_IMAGE_ENCODING, DEFAULT_IMAGE_TOKENS, Settings
 from agent.display import display_warning
 from agent.errors import DeskpilotError, Interrupted, UsageError
-from agent.loop import Approve, AskUser, EpisodeResult, Limits, Recorder, Refuse, run_episode
+from agent.loop import Approve, AskUser, EpisodeResult, Limits, Recorder, Recovery, Refuse, run_episode
 from agent.planner import GLMPlanner
 from agent.safety import (
     DEFAULT_ALWAYS_CONFIRM,
@@ -72,6 +75,7 @@ from agent.safety import (
 )
 from agent.settle import AdaptiveSettle, SettleConfig
 from agent.trajectory import JsonlRecorder, Step
+from agent.zoom import ZoomMode
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -109,6 +113,7 @@ class Options(BaseModel):
     retries: _NonNegative = 4
     timeout: _PositiveFloat = 120.0
     connect_timeout: _PositiveFloat = 10.0
+    stream: bool = True  # stream replies: act as soon as the action is complete
     # screen and input
     monitor: _NonNegative = 1
     window: str | None = None  # class:NAME, title:TEXT, id:0x..., or a substring of either
@@ -116,6 +121,7 @@ class Options(BaseModel):
     screens: Path | list[Path] | None = None  # mocked screens; implies dry_run
     settle_max: _PositiveFloat = 2.0
     settle_quiet: _PositiveFloat = 0.08
+    zoom: ZoomMode = "auto"  # re-ground clicks on a zoomed-in crop: auto, always, off
     # limits and output
     max_steps: _Positive = 30
     max_time: _PositiveFloat | None = None
@@ -160,6 +166,7 @@ class Options(BaseModel):
                 max_retries=self.retries,
                 read_timeout=self.timeout,
                 connect_timeout=self.connect_timeout,
+                stream=self.stream,
                 monitor=self.monitor,
                 max_steps=self.max_steps,
                 price_in=self.price_in,
@@ -188,12 +195,14 @@ class OptionFields(TypedDict, total=False):
     retries: int
     timeout: float
     connect_timeout: float
+    stream: bool
     monitor: int
     window: str | None
     dry_run: bool
     screens: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
     settle_max: float
     settle_quiet: float
+    zoom: ZoomMode
     max_steps: int
     max_time: float | None
     max_cost: float | None
@@ -365,7 +374,11 @@ class Agent:
         ``scrub``: what keeps secrets out of it (default: the task's secrets and the key)."""
         if self.options.recordings is None:
             return None
-        public = {**self.settings.public(), "model_retries": self.options.limits().model_retries}
+        public = {
+            **self.settings.public(),
+            "model_retries": self.options.limits().model_retries,
+            "zoom": self.options.zoom,  # replay simulate zooms where the run did
+        }
         return JsonlRecorder(
             self.options.recordings,
             task,
@@ -385,6 +398,7 @@ class Agent:
         refuse: Refuse | None = None,
         limits: Limits | None = None,
         recorder: Recorder | None = None,
+        on_stuck: Callable[[Step, str], str | None] | None = None,
     ) -> EpisodeResult:
         """Perform ``task`` to its end and return how it ended, its steps and its recording.
 
@@ -394,7 +408,9 @@ class Agent:
         ``refuse(action, points_screen)``: a policy that may refuse an action (return the
         reason, which is recorded and shown to the model), asked before the window scope.
         ``limits``: other budgets than the options'. ``recorder``: where to record (default: a
-        new recording, see ``recorder()``).
+        new recording, see ``recorder()``). ``on_stuck(step, message) -> advice or None``: asked
+        when the task is stuck in a loop that telling the model and zooming did not break; the
+        advice goes to the model and the task goes on, None ends it ``stuck`` (the default).
         """
         if self._closed:
             raise UsageError("this Agent is closed: build a new one")
@@ -426,6 +442,7 @@ class Agent:
                 refuse=refusal if checks else None,
                 ask_user=None if self.options.no_ask else ask,
                 takeover=self.takeover,
+                recovery=Recovery(zoom=self.options.zoom, on_stuck=on_stuck),
             )
         except DeskpilotError as exc:
             if isinstance(exc.result, EpisodeResult):

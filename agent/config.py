@@ -104,6 +104,7 @@ class Settings(BaseModel):
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
     max_retries: int = 4  # transport retries per request (connection errors, 429, 5xx)
+    stream: bool = False  # ask for server-sent events (the CLI's --stream, on by default there)
     price_in: float = 0.0
     price_out: float = 0.0
 

@@ -18,6 +18,7 @@ Two families, kept apart on purpose:
      |    +-- InvalidArguments           arguments missing or of the wrong shape
      |    +-- CoordinateOutOfRange       a coordinate outside 0-1000 (model space)
      |    +-- EmptyReply                 no content at all (thinking ate the budget)
+     |    +-- NoPoint                    a zoom answer that points at nothing (FAIL: not in the crop)
      +-- DeskpilotError                  exit_code says how the CLI ends
           +-- UsageError                 exit 2: bad flags, config, input files
           +-- DisplayError               exit 2: no display / Wayland / bad monitor
@@ -33,7 +34,7 @@ from __future__ import annotations
 from typing import Any
 
 EXIT_DONE = 0
-EXIT_NOT_DONE = 1  # the model declared the task infeasible, or a budget ran out (doctor: a problem)
+EXIT_NOT_DONE = 1  # infeasible, a budget ran out, or stuck in a loop (doctor: a problem)
 EXIT_USAGE = 2
 EXIT_ENDPOINT = 3
 EXIT_INTERNAL = 4
@@ -45,8 +46,9 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (EXIT_DONE, "the model declared the task done (replay: every step matched or was healed)"),
     (
         EXIT_NOT_DONE,
-        "the model declared it infeasible or asked with no one to answer, a step/time/cost budget ran out "
-        "(replay: a step differed; doctor: a problem was found)",
+        "the model declared it infeasible or asked with no one to answer, a step/time/cost budget ran out, "
+        "or it was stuck repeating actions that changed nothing (replay: a step differed; doctor: a problem "
+        "was found)",
     ),
     (EXIT_USAGE, "usage or configuration error (bad flags, missing key, no display, unreadable recording, disk full)"),
     (EXIT_ENDPOINT, "the model endpoint failed (key rejected, unreachable or malformed replies after retries)"),
@@ -68,6 +70,10 @@ class UnparseableReply(ModelError):
     """No action call, tool call, JSON action or box was found in the reply."""
 
 
+class ActionChanged(ModelError):
+    """A streamed reply, once whole, does not give the action that was complete (and ran) before its end."""
+
+
 class UnknownAction(ModelError):
     """The reply named an action that is not in the action space."""
 
@@ -82,6 +88,11 @@ class CoordinateOutOfRange(ModelError):
 
 class EmptyReply(ModelError):
     """The reply had no content (often: reasoning consumed the whole token budget)."""
+
+
+class NoPoint(ModelError):
+    """A zoom (grounding) answer that points at nothing: FAIL (the element is not in the
+    crop) or an action without a point. The step keeps its first answer."""
 
 
 class DeskpilotError(Exception):

@@ -1,4 +1,4 @@
-"""Pure conversions between the three coordinate spaces. No I/O, no state.
+"""Pure conversions between the four coordinate spaces. No I/O, no state.
 
 1. **model space**: thousandths (0-1000) of the image the model was sent. Because the
    sent image is a resize of the whole capture, a thousandth of the sent image is the
@@ -9,10 +9,15 @@
    macOS Retina (physical pixels elsewhere) in the virtual-desktop frame, where a
    monitor's origin can be negative. ``MonitorGeometry.scale`` is image pixels per
    screen unit (2.0 on Retina, 1.0 on X11 and DPI-aware Windows).
+4. **crop space**: pixels of a rectangle cut from the capture for zoom-in re-grounding
+   (``CropRect``: left, top, width, height in image pixels). The model's answer to a
+   zoomed request is thousandths of the crop it was sent: model -> crop pixels
+   (``model_to_crop``) -> image pixels (``crop_to_image``, adding the crop's origin) ->
+   screen. A ``Target`` whose ``crop_image`` is set holds such an answer.
 
 Every variable holding a coordinate says its space in its name (``*_model``,
-``*_image``, ``*_screen``). Image-token cost (the 28-pixel rule) lives here too, since it
-is arithmetic on sizes.
+``*_image``, ``*_screen``, ``*_crop``). Image-token cost (the 28-pixel rule) lives here
+too, since it is arithmetic on sizes.
 """
 
 from __future__ import annotations
@@ -105,25 +110,82 @@ def screen_to_image(point_screen: tuple[int, int], monitor: MonitorGeometry) -> 
     )
 
 
+# --- crop space -------------------------------------------------------------------
+
+CropRect = tuple[int, int, int, int]  # left, top, width, height of a crop, in image pixels
+
+
+def crop_around(center_image: tuple[float, float], side_image: int, size_image: tuple[int, int]) -> CropRect:
+    """A square crop of ``side_image`` pixels centred on ``center_image``, moved to lie inside
+    the image (and cut to the image's size when the image is smaller)."""
+    width_image, height_image = size_image
+    width_crop, height_crop = min(side_image, width_image), min(side_image, height_image)
+    left = min(max(0, int(round(center_image[0] - width_crop / 2))), width_image - width_crop)
+    top = min(max(0, int(round(center_image[1] - height_crop / 2))), height_image - height_crop)
+    return left, top, width_crop, height_crop
+
+
+def model_to_crop(point_model: tuple[float, float], crop_image: CropRect) -> tuple[int, int]:
+    """Thousandths of the sent crop -> pixel of the crop (clamped inside it); values outside
+    0-1000 raise CoordinateOutOfRange, as on the whole screenshot."""
+    return model_to_image(point_model, (crop_image[2], crop_image[3]))
+
+
+def crop_to_image(point_crop: tuple[int, int], crop_image: CropRect) -> tuple[int, int]:
+    """Pixel of the crop -> pixel of the captured image (the crop's origin added)."""
+    return crop_image[0] + point_crop[0], crop_image[1] + point_crop[1]
+
+
+def image_to_crop(point_image: tuple[float, float], crop_image: CropRect) -> tuple[float, float]:
+    """Pixel of the captured image -> pixel of the crop (outside the crop when not in it)."""
+    return point_image[0] - crop_image[0], point_image[1] - crop_image[1]
+
+
+def box_to_image(
+    box_model: tuple[int, ...], size_image: tuple[int, int], crop_image: CropRect | None = None
+) -> tuple[float, ...]:
+    """A model-space point or box -> the same in image pixels (unrounded, for drawing): of the
+    whole image, or of ``crop_image`` when the model was sent that crop."""
+    if crop_image is None:
+        left, top, (width, height) = 0, 0, size_image
+    else:
+        left, top, width, height = crop_image
+    return tuple(
+        (left if i % 2 == 0 else top) + v / MODEL_SPACE * (width if i % 2 == 0 else height)
+        for i, v in enumerate(box_model)
+    )
+
+
 @dataclass(frozen=True)
 class Target:
-    """Where one point of an action lands, in all three spaces (recorded as is in each step)."""
+    """Where one point of an action lands, in all spaces (recorded as is in each step).
+
+    ``box_model`` is thousandths of the whole screenshot, or of the crop ``crop_image`` when
+    the point came from a zoomed request (then the crop's rectangle in image pixels is kept).
+    """
 
     box_model: tuple[int, ...]  # the model's point [x, y] or box [x1, y1, x2, y2], thousandths
     point_image: tuple[int, int]  # pixel of the captured image
     point_screen: tuple[int, int]  # what the input library moves to
+    crop_image: CropRect | None = None  # set when box_model is thousandths of this crop
 
 
-def ground(box_model: tuple[int, ...], monitor: MonitorGeometry) -> tuple[tuple[int, int], tuple[int, int]]:
-    """A model-space point or box -> (pixel in image space, point in screen space)."""
-    point_image = model_to_image(box_center(box_model), monitor.size_image)
+def ground(
+    box_model: tuple[int, ...], monitor: MonitorGeometry, crop_image: CropRect | None = None
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """A model-space point or box -> (pixel in image space, point in screen space); with
+    ``crop_image`` the model space is thousandths of that crop."""
+    if crop_image is None:
+        point_image = model_to_image(box_center(box_model), monitor.size_image)
+    else:
+        point_image = crop_to_image(model_to_crop(box_center(box_model), crop_image), crop_image)
     return point_image, image_to_screen(point_image, monitor)
 
 
-def ground_box(box_model: tuple[int, ...], monitor: MonitorGeometry) -> Target:
-    """A model-space point or box grounded on ``monitor``: the Target in all three spaces."""
-    point_image, point_screen = ground(box_model, monitor)
-    return Target(tuple(box_model), point_image, point_screen)
+def ground_box(box_model: tuple[int, ...], monitor: MonitorGeometry, crop_image: CropRect | None = None) -> Target:
+    """A model-space point or box grounded on ``monitor`` (through ``crop_image`` if given)."""
+    point_image, point_screen = ground(box_model, monitor, crop_image)
+    return Target(tuple(box_model), point_image, point_screen, crop_image)
 
 
 # --- image-token cost -------------------------------------------------------------
@@ -161,3 +223,13 @@ def fit_to_tokens(size: tuple[int, int], max_tokens: int) -> tuple[int, int]:
         if cols * rows <= max_tokens:
             return cols * PATCH, rows * PATCH
         factor *= 0.99
+
+
+def zoom_size(size_crop: tuple[int, int], max_tokens: int, max_upscale: float) -> tuple[int, int]:
+    """The size to send a crop at: enlarged at most ``max_upscale`` times and within
+    ``max_tokens`` (a crop too large for them is sent smaller), keeping its aspect ratio,
+    with sides that are multiples of 28 (at least one patch)."""
+    width, height = size_crop
+    wanted = (max(1, int(width * max_upscale)), max(1, int(height * max_upscale)))
+    fitted = fit_to_tokens(wanted, max_tokens)
+    return max(PATCH, fitted[0] // PATCH * PATCH), max(PATCH, fitted[1] // PATCH * PATCH)

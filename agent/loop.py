@@ -1,4 +1,4 @@
-"""The one loop: perceive, decide, gate, act, settle, record. Runs, dry runs and replays all use it.
+"""The one loop: perceive, decide, zoom, gate, act, progress, record. Runs, dry runs and replays all use it.
 
 ``run_episode`` runs steps until the model says DONE or FAIL, a budget runs out, or the run is
 interrupted. A step is a short sequence of named phases over one ``Run`` (the running state:
@@ -6,13 +6,23 @@ settings, limits, history, memory, totals, recorder, hooks)::
 
     perceive  capture the screen, prepare the image the model sees, save the lossless shot
     decide    ask the planner until a reply is usable (agent.grounding.ask: parse + ground,
-              a model error is shown back to the model at most ``Limits.model_retries`` times)
+              a model error is shown back to the model at most ``Limits.model_retries`` times);
+              a streamed reply's action goes through gate and act (in ``Run.actor``) the moment
+              it is complete, while the rest of the reply arrives; the step waits for both
+    zoom      a pointing target likely too small for the first answer is asked again on a
+              crop around it (agent.zoom; ``Recovery.zoom``): at most one extra request
     gate      the window scope may refuse it; the person may approve, skip, edit or quit
     ask       call_user instead: the question goes to the person (``Hooks.ask_user``), the
               answer into the history; with no one to ask the run ends as fail, the question
               its reason
     act       the executor performs it, then the screen is given time to settle
+    progress  did the action change the screen (agent.progress)? A loop (the same action
+              on an unchanged screen three times, or an A-B-A-B cycle) is answered in
+              escalating order: tell the model, zoom in on its next click, then ask the
+              person (``Recovery.on_stuck``) or end the run ``stuck``
     record    the Step goes to the recorder and ``on_step`` whatever happened (``finally``)
+    remember  the step joins the history the model reads (with "the screen did not change"
+              and any loop note as its result)
 
 Between steps the person may take the desktop over (``Hooks.takeover``): that is recorded as a
 human step (decision ``takeover``, screenshots before and after) and the model is told in its
@@ -27,7 +37,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -36,16 +46,18 @@ from PIL import Image
 
 from actions.executor import Executor, PointScreen
 from actions.schema import TERMINAL_KINDS, Action, CallUser, Done, Fail, action_to_call
-from agent.capture import Screen, Screenshot
+from agent.capture import Screen, Screenshot, thumbnail
 from agent.config import Settings
 from agent.errors import DeskpilotError, Interrupted, ModelError, TimeBudgetExceeded
 from agent.grounding import Grounded, ask, feedback_for, ground_action
 from agent.image import SentImage
 from agent.planner import Planner, PlannerResult
-from agent.protocol import HistoryEntry, StepRequest
+from agent.progress import ESCALATION, Response, changed_since, find_loop, is_change, loop_note
+from agent.protocol import GroundingAsk, HistoryEntry, StepRequest
 from agent.safety import Decision
 from agent.text import quoted
-from agent.trajectory import Attempt, Outcome, OutcomeStatus, SentInfo, Step
+from agent.trajectory import Attempt, LoopCheck, Outcome, OutcomeStatus, SentInfo, Step, Zoom
+from agent.zoom import ZoomMode, check_zoom_answer, crop_for, cut_crop, element_for, retried_unchanged, zoom_reason
 
 Approve = Callable[[Action, list[PointScreen]], Decision]
 Refuse = Callable[[Action, list[PointScreen]], "str | None"]
@@ -72,6 +84,24 @@ class Limits:
     max_time_s: float | None = None
     max_cost_usd: float | None = None
     model_retries: int = 2  # extra requests per step after an unusable reply
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """How a run copes with an imperfect model (see agent.zoom and agent.progress).
+
+    ``zoom``: auto (when a target is likely too small for the first answer), always, off.
+    ``on_stuck(step, message)``: asked when a loop outlasted telling the model and zooming;
+    returns what the person said (given to the model, and the run goes on) or None to end
+    the run ``stuck``. Without it the run ends ``stuck``.
+    ``changed(step)``: the share of the screen the step's action changed (None: not
+    measured); by default the settle's last probe against the step's capture. Replay
+    simulate gives the recorded values.
+    """
+
+    zoom: ZoomMode = "auto"
+    on_stuck: Callable[[Step, str], str | None] | None = None
+    changed: Callable[[Step], float | None] | None = None
 
 
 @dataclass
@@ -128,6 +158,7 @@ class Run:
     limits: Limits
     recorder: Recorder | None
     hooks: Hooks
+    recovery: Recovery = field(default_factory=Recovery)
     started: float = field(default_factory=time.monotonic)
     history: list[HistoryEntry] = field(default_factory=list)
     memory: list = field(default_factory=list)
@@ -136,6 +167,14 @@ class Run:
     person_s: float = 0.0  # time spent waiting for the person: not charged to max_time
     background: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="deskpilot-history")
+    )
+    thumbs: dict[int, Future[Image.Image]] = field(default_factory=dict)  # the screen before each recent step
+    last_probe: tuple[int, Image.Image] | None = None  # (step, the settled screen after its action)
+    loop_level: int = 0  # consecutive steps that completed a loop (the escalation reached)
+    force_zoom: str | None = None  # the escalation asks the next pointing step to zoom in
+    stop: tuple[OutcomeStatus, str] | None = None  # (status, message): end the run after this step
+    actor: ThreadPoolExecutor = field(  # gates and runs a streamed action while its reply still arrives
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="deskpilot-act")
     )
     # the frame the last settle proved quiet, and the step that acted: the next step's screenshot
     settled: tuple[int, Screenshot] | None = None
@@ -184,6 +223,7 @@ def run_episode(
     refuse: Refuse | None = None,
     ask_user: AskUser | None = None,
     takeover: Takeover | None = None,
+    recovery: Recovery | None = None,
 ) -> EpisodeResult:
     """Run one task to its end. Returns the outcome; raises DeskpilotError for our errors
     (after recording the outcome) and Interrupted for Ctrl-C / the kill switch; either
@@ -192,11 +232,11 @@ def run_episode(
     ``approve`` is asked before each action runs (see agent.safety.Approver), after
     ``refuse`` (a window scope) had its say. ``ask_user`` answers the model's call_user
     (without it call_user is not offered, and ends the run as fail); ``takeover`` lets the
-    person have the desktop between steps. Secret values are kept out of the recording by
-    the recorder's own ``scrub``."""
+    person have the desktop between steps. ``recovery``: zoom and loop handling (default:
+    zoom auto). Secret values are kept out of the recording by the recorder's own ``scrub``."""
     run = Run(
         task, screen, planner, executor, settings, limits or Limits(max_steps=settings.max_steps), recorder,
-        Hooks(on_step, settle, approve, refuse, stop_event, ask_user, takeover),
+        Hooks(on_step, settle, approve, refuse, stop_event, ask_user, takeover), recovery or Recovery(),
     )  # fmt: skip
     outcome: Outcome | None = None
     try:
@@ -210,6 +250,9 @@ def run_episode(
                 outcome = run.finish(*budget_stop)
                 break
             action = _step(run, len(run.steps) + 1)  # human steps are numbered but not counted
+            if run.stop is not None:
+                outcome = run.finish(*run.stop)
+                break
             if isinstance(action, CallUser) and run.steps[-1].user_answer is None:
                 why = "asking is off: --no-ask, or no terminal" if ask_user is None else "no answer came"
                 outcome = run.finish("fail", f"the model asked: {action.question} ({why})")
@@ -241,6 +284,7 @@ def run_episode(
         raise
     finally:
         run.background.shutdown(wait=False)
+        run.actor.shutdown(wait=True)
         if outcome is None:  # an unexpected exception: still leave a readable recording
             outcome = run.finish("error", "the run stopped on an internal error")
         if recorder is not None:
@@ -255,6 +299,11 @@ def run_episode(
 class _Perceived:
     sent: SentImage
     half_shot: Future[SentImage] | None  # the history shot, made while the model thinks
+    shot: Screenshot  # the capture (zoom crops are cut from its full-resolution image)
+
+    @property
+    def image(self) -> Image.Image:
+        return self.shot.image
 
 
 def _step(run: Run, number: int) -> Action | None:
@@ -262,21 +311,29 @@ def _step(run: Run, number: int) -> Action | None:
     step, seen = _perceive(run, number)
     action: Action | None = None
     note = ""
+    early = _Early(run, step, seen)
     try:
-        grounded = _decide(run, step, seen.sent)
-        if grounded is None:
+        grounded = _decide(run, step, seen.sent, early)
+        if early.future is not None:
+            action, note = early.future.result()  # gated and run while the reply was still arriving
+            if action is not None and action.kind not in TERMINAL_KINDS:
+                note = "; ".join(filter(None, (note, _progress(run, step))))
+        elif grounded is None:
             note = "no usable action"
         elif isinstance(grounded.action, CallUser):
             action, note = grounded.action, _ask(run, step, grounded.action)
         else:
+            _zoom(run, step, seen, grounded)
             action, note = _gate(run, step, grounded.action)
             if action is not None and action.kind not in TERMINAL_KINDS:
                 note = _act(run, step, action) or note
+                note = "; ".join(filter(None, (note, _progress(run, step))))
     except BaseException as exc:
         if step.error is None:
             step.error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
+        early.wait()  # never leave an action half done behind a failed request
         step.timings.model_s = round(step.timings.model_s, 4)
         step.cost_usd = round(step.cost_usd, 8)
         _record(run, step)
@@ -323,10 +380,58 @@ def _perceive(run: Run, number: int) -> tuple[Step, _Perceived]:
     half_shot = None
     if settings.history_images > 0:
         half_shot = shot.prepare(budget, encoding, half=True, executor=run.background)
-    return step, _Perceived(sent, half_shot)
+    # The progress check's "before": the settle's last probe after the previous step's action,
+    # taken an instant before this capture; without one (a first step, nothing done, a human
+    # step in between) a thumbnail of this capture, made while the model thinks.
+    before: Future[Image.Image] = Future()
+    if run.last_probe is not None and run.last_probe[0] == number - 1:
+        before.set_result(run.last_probe[1])
+    else:
+        before = run.background.submit(thumbnail, shot.pixels if shot.pixels is not None else shot.image)
+    run.thumbs[number], run.last_probe = before, None
+    for old in [n for n in run.thumbs if n <= number - 4]:
+        del run.thumbs[old]
+    return step, _Perceived(sent, half_shot, shot)
 
 
-def _decide(run: Run, step: Step, sent: SentImage) -> Grounded | None:
+class _Early:
+    """The action of a streamed reply, gated and run in ``Run.actor`` as soon as it is complete.
+
+    Only actions that do something on screen start early (DONE, FAIL and call_user wait for the
+    whole reply). The gate comes first as always: the window scope may refuse it, and when the
+    person must approve, the early action simply waits for them."""
+
+    def __init__(self, run: Run, step: Step, seen: _Perceived) -> None:
+        self.run, self.step, self.seen = run, step, seen
+        self.future: Future[tuple[Action | None, str]] | None = None
+
+    def start(self, grounded: Grounded) -> None:
+        if grounded.action.kind in TERMINAL_KINDS or isinstance(grounded.action, CallUser):
+            return
+        if _zoom_wanted(self.run, self.step, self.seen, grounded) is not None:
+            return  # a click that will be asked again on a crop waits for the whole reply
+        _show(self.step, grounded)
+        self.future = self.run.actor.submit(self._gate_and_act, grounded.action)
+
+    def _gate_and_act(self, action: Action) -> tuple[Action | None, str]:
+        allowed, note = _gate(self.run, self.step, action)
+        if allowed is not None:
+            note = _act(self.run, self.step, allowed) or note
+        return allowed, note
+
+    def wait(self) -> None:
+        if self.future is not None:
+            wait([self.future])
+
+
+def _show(step: Step, grounded: Grounded) -> None:
+    """The step's action, its call text and targets from a grounded reply."""
+    step.action = grounded.action.model_dump(mode="json")
+    step.action_text = action_to_call(grounded.action)
+    step.targets = list(grounded.targets)
+
+
+def _decide(run: Run, step: Step, sent: SentImage, early: _Early | None = None) -> Grounded | None:
     """Ask the model (with retries on unusable replies); every reply is kept in step.attempts."""
     history, memory = list(run.history), list(run.memory)
 
@@ -344,36 +449,107 @@ def _decide(run: Run, step: Step, sent: SentImage) -> Grounded | None:
         )
 
     def on_reply(result: PlannerResult, error: ModelError | None) -> None:
-        raw = result.raw
-        cost = run.settings.cost(raw.prompt_tokens, raw.completion_tokens)
         step.timings.model_s += result.latency_s
         step.prompt_text, step.estimated_tokens = result.prompt_text, result.estimated_tokens
         step.history_lines, step.history_images = len(history), result.history_images
-        step.prompt_tokens += raw.prompt_tokens
-        step.completion_tokens += raw.completion_tokens
-        step.cost_usd += cost
-        run.totals.prompt_tokens += raw.prompt_tokens
-        run.totals.completion_tokens += raw.completion_tokens
-        run.totals.cost_usd += cost
-        attempt = Attempt(
-            raw=raw.model_dump(exclude_none=True),
-            latency_s=round(result.latency_s, 4),
-            transport_retries=result.transport_retries,
-            protocol=result.protocol,
-        )
-        if error is not None:
-            attempt.error, attempt.error_type = str(error), type(error).__name__
-        step.attempts.append(attempt)
+        step.attempts.append(_account(run, step, result, error))
 
     attempts = 1 + run.limits.model_retries
-    grounded, feedback = ask(run.planner, request, step.geometry, attempts, on_reply)
+    on_action = early.start if early is not None else None
+    grounded, feedback = ask(run.planner, request, step.geometry, attempts, on_reply, on_action=on_action)
+    started_early = early is not None and early.future is not None
     if grounded is None:
-        step.error = f"no usable action after {attempts} replies: {feedback}"
+        step.error = feedback if started_early else f"no usable action after {attempts} replies: {feedback}"
         return None
-    step.action = grounded.action.model_dump(mode="json")
-    step.action_text = action_to_call(grounded.action)
-    step.thought, step.memory, step.targets = grounded.thought, grounded.memory, list(grounded.targets)
+    if not started_early:  # else the step already shows it (and the gate may have edited it)
+        _show(step, grounded)
+    step.thought, step.memory = grounded.thought, grounded.memory
     return grounded
+
+
+def _account(run: Run, step: Step, result: PlannerResult, error: ModelError | None) -> Attempt:
+    """Add a reply's tokens and cost to the step and the run; the Attempt that records it."""
+    raw = result.raw
+    cost = run.settings.cost(raw.prompt_tokens, raw.completion_tokens)
+    step.prompt_tokens += raw.prompt_tokens
+    step.completion_tokens += raw.completion_tokens
+    step.cost_usd += cost
+    run.totals.prompt_tokens += raw.prompt_tokens
+    run.totals.completion_tokens += raw.completion_tokens
+    run.totals.cost_usd += cost
+    attempt = Attempt(
+        raw=raw.model_dump(exclude_none=True),
+        latency_s=round(result.latency_s, 4),
+        transport_retries=result.transport_retries,
+        protocol=result.protocol,
+        ttft_s=result.ttft_s,
+        action_s=result.action_s,
+        total_s=result.total_s,
+    )
+    if error is not None:
+        attempt.error, attempt.error_type = str(error), type(error).__name__
+    return attempt
+
+
+def _zoom_wanted(run: Run, step: Step, seen: _Perceived, grounded: Grounded) -> tuple[str, str] | None:
+    """(why, which element) when the first answer's target should be asked again on a crop, else None."""
+    if not grounded.targets:
+        return None
+    previous = run.steps[-1] if run.steps else None
+    retried = retried_unchanged(previous, grounded.action, grounded.targets[0].point_image)
+    reason = zoom_reason(
+        run.recovery.zoom, grounded.action, step.geometry.size_image, seen.sent.size, retried, run.force_zoom
+    )
+    element = element_for(grounded.action, grounded.thought)
+    return (reason, element) if reason is not None and element is not None else None
+
+
+def _zoom(run: Run, step: Step, seen: _Perceived, grounded: Grounded) -> None:
+    """Ask again on a crop around the first answer when its target is likely too small for it
+    (agent.zoom). The answer, mapped back through the crop, replaces ``step.targets``; an
+    unusable one leaves the first answer. Everything is kept in ``step.zoom``."""
+    action, size_image = grounded.action, step.geometry.size_image
+    wanted = _zoom_wanted(run, step, seen, grounded)
+    if wanted is None:
+        return
+    reason, element = wanted
+    first = step.targets[0]
+    run.force_zoom = None
+    t0 = time.monotonic()
+    crop_image = crop_for(first.point_image, size_image)
+    crop = cut_crop(seen.image, crop_image, run.settings.max_image_tokens, run.settings.image_encoding)
+    zoom = step.zoom = Zoom(
+        reason=reason,
+        element_info=element,
+        crop_image=crop_image,
+        sent=SentInfo(
+            width=crop.size[0], height=crop.size[1], encoding=crop.encoding, bytes=crop.n_bytes, tokens=crop.tokens
+        ),
+        first=list(step.targets),
+        crop_s=round(time.monotonic() - t0, 4),
+    )
+    ask_for = GroundingAsk(element, action.kind, (crop_image[2], crop_image[3]))
+
+    def request(feedback: str | None, no_thinking: bool) -> StepRequest:
+        # thinking off: pointing again at a named element needs no reasoning, only time
+        return StepRequest(run.task, step.step, crop, no_thinking=True, deadline=run.deadline(), grounding=ask_for)
+
+    def on_reply(result: PlannerResult, error: ModelError | None) -> None:
+        raw = result.raw
+        zoom.attempts.append(_account(run, step, result, error))  # the step's totals include the zoom
+        zoom.prompt_text, zoom.estimated_tokens = result.prompt_text, result.estimated_tokens
+        zoom.prompt_tokens += raw.prompt_tokens
+        zoom.completion_tokens += raw.completion_tokens
+        zoom.cost_usd = round(zoom.cost_usd + run.settings.cost(raw.prompt_tokens, raw.completion_tokens), 8)
+        zoom.model_s = round(zoom.model_s + result.latency_s, 4)
+
+    zoomed, feedback = ask(run.planner, request, step.geometry, 1, on_reply, check_zoom_answer, crop_image)
+    if zoomed is None:
+        zoom.error = feedback
+    else:
+        zoom.used = True
+        step.targets = [zoomed.targets[0]]
+    step.timings.zoom_s = round(time.monotonic() - t0, 4)
 
 
 def _gate(run: Run, step: Step, action: Action) -> tuple[Action | None, str]:
@@ -427,6 +603,56 @@ def _act(run: Run, step: Step, action: Action) -> str:
         frame = take_frame() if take_frame is not None else None
         run.settled = (step.step, frame) if frame is not None else None
     return note
+
+
+def _progress(run: Run, step: Step) -> str:
+    """Did the action change the screen? Then look for a loop and escalate (agent.progress).
+    Returns what the model should read about it in its history ("" if nothing)."""
+    if run.recovery.changed is not None:
+        fraction = run.recovery.changed(step)
+    else:
+        before = run.thumbs.get(step.step)
+        after = getattr(run.hooks.settle, "last_probe", None)  # AdaptiveSettle keeps its last thumbnail
+        fraction = changed_since(before.result() if before is not None else None, after)
+        run.last_probe = (step.step, after) if after is not None else None
+    if fraction is not None:
+        step.changed_fraction = round(fraction, 6)
+        step.screen_changed = is_change(fraction)
+
+    def same_screen(a: int, b: int) -> bool:
+        if a not in run.thumbs or b not in run.thumbs:
+            return False
+        return not is_change(changed_since(run.thumbs[a].result(), run.thumbs[b].result()) or 0.0)
+
+    loop = find_loop([*run.steps, step], same_screen)
+    notes = ["the screen did not change"] if step.screen_changed is False else []
+    if loop is None:
+        run.loop_level, run.force_zoom = 0, None
+        return "; ".join(notes)
+    run.loop_level += 1
+    response: Response = ESCALATION[min(run.loop_level, len(ESCALATION)) - 1]
+    if response == "zoom":
+        if run.recovery.zoom == "off":
+            response = "told"  # --zoom off: tell it again
+        else:
+            run.force_zoom = "a loop: the model was told and did the same again"
+    note = loop_note(loop, response)
+    answer = None
+    if response == "stuck" and run.recovery.on_stuck is not None:
+        t0 = time.monotonic()
+        try:
+            answer = run.recovery.on_stuck(step, loop.message)
+        finally:
+            run.person_s += time.monotonic() - t0  # the person's time is not charged to max_time
+        if answer is not None:  # the model reads it and the run goes on
+            response, run.loop_level, note = "asked", 0, f"No progress: {loop.message}. The user says: {quoted(answer)}"
+    if response == "stuck":
+        run.stop = ("stuck", f"{loop.message}; the model was told twice and went on")
+        note = ""
+    step.loop = LoopCheck(
+        kind=loop.kind, steps=list(loop.steps), response=response, message=loop.message, answer=answer
+    )
+    return "; ".join(filter(None, [*notes, note]))
 
 
 def _ask(run: Run, step: Step, action: CallUser) -> str:

@@ -676,3 +676,82 @@ def _literal_or(reader: _Reader, source: str, default: Any) -> Any:
         return reader.literal(source)
     except ValueError:
         return default
+
+
+# --- the action of a reply that is still arriving ---------------------------------------------------
+
+_MEMORY_HEAD = re.compile(r"\bMemory\s*:", re.I)
+# a closing mark in the streamed content, and the shapes the text before it may give as a complete action
+_CLOSING_MARKS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("<|end_of_box|>", ("box_call",)),
+    ("</tool_call>", ("tool_call_xml",)),
+)
+_BEFORE_MEMORY = ("box_call", "tool_call_xml", "call", "json")
+_MAX_EARLY_TRIES = 16  # closing marks looked at per reply: after that the whole reply decides
+
+
+class ActionWatch:
+    """Fed a reply while it streams; tells as soon as its action is complete.
+
+    Complete means closed, never guessed: a call inside box tokens followed by its ``<|end_of_box|>``;
+    a ``<tool_call>`` block followed by ``</tool_call>``; a bare call or JSON action followed by the
+    ``Memory:`` head the trained format puts after the action; or the first tool call once its arguments
+    are a whole JSON object. The text up to that mark goes through ``parse_reply`` (the same finders as the
+    whole reply); the watch only decides *when* to ask. Text inside an unclosed ``<think>`` never counts.
+    Each reply is looked at a bounded number of times (``_MAX_EARLY_TRIES``), so hostile text costs
+    at most that many parses; the whole reply is parsed again at the end and must agree.
+    """
+
+    def __init__(self) -> None:
+        self.content = ""
+        self.found: ParsedReply | None = None
+        self._tries = 0
+
+    def feed_content(self, delta: str) -> ParsedReply | None:
+        """Add a piece of content; the action if this piece completed it (once), else None."""
+        start = max(0, len(self.content) - 16)  # a mark may straddle two pieces
+        self.content += delta
+        if self.found is not None or self._tries >= _MAX_EARLY_TRIES:
+            return None
+        region = self.content[start:]
+        candidates: list[tuple[int, tuple[str, ...]]] = []
+        for mark, sources in _CLOSING_MARKS:
+            at = region.find(mark)
+            while at >= 0:
+                candidates.append((start + at + len(mark), sources))
+                at = region.find(mark, at + 1)
+        candidates += [(start + m.start(), _BEFORE_MEMORY) for m in _MEMORY_HEAD.finditer(region)]
+        for end, sources in sorted(candidates):
+            if self._tries >= _MAX_EARLY_TRIES:
+                break
+            self._tries += 1
+            found = self._complete(self.content[:end], None, sources)
+            if found is not None:
+                return found
+        return None
+
+    def feed_tool_call(self, name: str, arguments: str) -> ParsedReply | None:
+        """The first tool call as assembled so far; its action once its arguments are a whole JSON object."""
+        if self.found is not None or self._tries >= _MAX_EARLY_TRIES or not name:
+            return None
+        if not arguments.rstrip().endswith("}"):
+            return None
+        try:
+            if not isinstance(json.loads(arguments), dict):
+                return None
+        except (ValueError, RecursionError):
+            return None
+        self._tries += 1
+        return self._complete(None, [{"function": {"name": name, "arguments": arguments}}], ("tool_call",))
+
+    def _complete(self, text: str | None, calls: list[dict] | None, sources: tuple[str, ...]) -> ParsedReply | None:
+        if text is not None and text.rfind("<think>") > text.rfind("</think>"):
+            return None  # still thinking aloud in the content
+        try:
+            parsed = parse_reply(text, calls)
+        except ModelError:
+            return None
+        if parsed.source not in sources:
+            return None
+        self.found = parsed
+        return parsed

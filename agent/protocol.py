@@ -7,6 +7,10 @@ last), plus each provider's own parameters exactly as GLM45V.md gives them. The 
 is kept inside the model's 64K context by dropping the oldest history shots, then the
 oldest history lines.
 
+A zoom request (``StepRequest.grounding`` set, see ``agent.zoom``) is a short grounding
+message instead: the task, the element to point at again, and the crop of the screen
+(``prompts/zoom.md``), with no history, no Memory and no tools (its answer is one point).
+
 Reply: ``RawReply`` keeps what the server said (content, reasoning, tool calls, finish
 reason, usage), each text capped at MAX_REPLY_CHARS (``cut`` says what was cut), after
 checking that the JSON is a chat completion at all (``MalformedCompletion`` if not: an
@@ -46,9 +50,19 @@ class HistoryEntry:
     result: str = ""  # e.g. an execution note
 
 
+@dataclass(frozen=True)
+class GroundingAsk:
+    """A zoom request: point again at ``element`` in a crop of the screen."""
+
+    element: str  # the element_info of the first answer (or its thought)
+    kind: str  # the first answer's action, e.g. left_click: the reply repeats it
+    crop_size: tuple[int, int]  # the crop in image pixels (the screenshot is it, enlarged)
+
+
 @dataclass
 class StepRequest:
-    """What the planner is asked at one step (and one retry)."""
+    """What the planner is asked at one step (and one retry), or, with ``grounding``, the
+    step's zoom request (``screenshot`` is then the crop as sent)."""
 
     task: str
     step: int
@@ -59,6 +73,7 @@ class StepRequest:
     no_thinking: bool = False  # thinking starved the answer last time: switch it off
     ask_user: bool = False  # call_user is offered: someone can answer
     deadline: float | None = None  # time.monotonic() by which the planner must answer (the run's --max-time)
+    grounding: GroundingAsk | None = None  # a zoom request: point again at one element
 
 
 MAX_REPLY_CHARS = 1_000_000  # content, reasoning and each tool call's arguments are cut here
@@ -130,7 +145,7 @@ def _capped_call(call: dict[str, Any], name: str, capped: Callable[[str | None, 
     return call
 
 
-def _text_of(value: Any) -> Any:
+def text_of(value: Any) -> Any:
     """Message content as one string: a list of parts (``[{"type": "text", "text": ...}, ...]``) is joined."""
     if value is None or isinstance(value, str):
         return value
@@ -162,7 +177,7 @@ class _ToolCall(_Lenient):
 
 
 class _Message(_Lenient):
-    content: Annotated[str | None, BeforeValidator(_text_of)] = None
+    content: Annotated[str | None, BeforeValidator(text_of)] = None
     reasoning_content: Any = None  # SiliconFlow, Z.ai, vLLM
     reasoning: Any = None  # OpenRouter
     tool_calls: list[_ToolCall] | None = None
@@ -244,6 +259,8 @@ def _image_part(image: SentImage, settings: Settings) -> dict[str, Any]:
 
 def build_message(request: StepRequest, settings: Settings, use_tools: bool) -> BuiltMessage:
     """The one user message of a step, fitted into the context window."""
+    if request.grounding is not None:
+        return _compose_grounding(request, request.grounding, settings)
     budget = CONTEXT_TOKENS - settings.max_tokens - CONTEXT_MARGIN
     if use_tools:
         budget -= _tools_tokens(request.ask_user)
@@ -332,6 +349,27 @@ def _compose(
     return BuiltMessage(parts, "".join(text_log), tokens, len(with_shot), len(history))
 
 
+def _compose_grounding(request: StepRequest, ask: GroundingAsk, settings: Settings) -> BuiltMessage:
+    """The zoom request's message: the grounding prompt, then the crop."""
+    sent = request.screenshot
+    factor = sent.size[0] / ask.crop_size[0] if ask.crop_size[0] else 1.0
+    text = prompts.render(
+        "zoom",
+        platform=platform_name(),
+        task=request.task,
+        width=ask.crop_size[0],
+        height=ask.crop_size[1],
+        kind=ask.kind,
+        factor=f"{factor:.1f}",
+        element=" ".join(ask.element.split()),
+    )
+    image = _image_part(sent, settings)
+    prompt_text = text + f"[image {sent.size[0]}x{sent.size[1]}]"
+    return BuiltMessage(
+        [{"type": "text", "text": text}, image], prompt_text, estimate_text_tokens(text) + sent.tokens, 0, 0
+    )
+
+
 def thinking_params(settings: Settings) -> dict[str, Any]:
     """The thinking switch in the provider's own shape (GLM45V.md, Providers table)."""
     style = settings.preset.thinking_style
@@ -352,10 +390,15 @@ def thinking_params(settings: Settings) -> dict[str, Any]:
     return {}
 
 
-def build_body(request: StepRequest, settings: Settings, use_tools: bool) -> tuple[dict[str, Any], BuiltMessage]:
-    """The JSON body of one chat-completions request, and the message it holds."""
+def build_body(
+    request: StepRequest, settings: Settings, use_tools: bool, stream: bool = False
+) -> tuple[dict[str, Any], BuiltMessage]:
+    """The JSON body of one chat-completions request, and the message it holds; ``stream`` asks for
+    server-sent events with the usage in the last one."""
     if request.no_thinking and settings.thinking:
         settings = settings.model_copy(update={"thinking": False})
+    if request.grounding is not None:
+        use_tools = False  # the answer is one point: the tool definitions would cost tokens for nothing
     message = build_message(request, settings, use_tools)
     max_tokens = settings.max_tokens
     if settings.thinking and settings.thinking_budget:
@@ -366,8 +409,10 @@ def build_body(request: StepRequest, settings: Settings, use_tools: bool) -> tup
         "messages": [{"role": "user", "content": message.content}],
         "max_tokens": max_tokens,
         "temperature": settings.temperature,
-        "stream": False,
+        "stream": stream,
     }
+    if stream:
+        body["stream_options"] = {"include_usage": True}
     body.update(thinking_params(settings))
     if use_tools:
         body["tools"] = tool_schemas(request.ask_user)

@@ -7,10 +7,13 @@ action took instead of model timings, tokens and replies (there were none).
 ``render(recording)`` returns the page and ``write_report`` puts it in the recording as
 ``report.html`` (or in the file ``out``; a read-only recording says so). At the top, the summary (task, outcome, steps, time, tokens, cost, model);
 then per step the screenshot with an SVG overlay (the model's box, the grounded click
-point, a drag's path, a scroll's direction), the thought, the action, the timings, tokens,
-cost, the rejected replies with their errors, and each raw reply folded away. A question the
-model asked the person (call_user) is shown with the answer; a human step (the person took
-the desktop over) shows the screen as they took it and as they handed it back.
+point, a drag's path, a scroll's direction; for a step that zoomed in, the crop rectangle
+(dashed orange) and the first answer's point (hollow blue) beside the zoomed one), the
+thought, the action, the timings, tokens, cost, the zoom, whether the screen changed, a
+loop and what the run did about it, the rejected replies with their errors, and each raw
+reply folded away. A question the model asked the person (call_user) is shown with the
+answer; a human step (the person took the desktop over) shows the screen as they took it
+and as they handed it back.
 
 Screenshots are embedded as data URLs (the PNG bytes as recorded), so the file opens
 offline and can be mailed on its own; ``--link-images`` refers to the files in ``screens/``
@@ -32,6 +35,7 @@ from typing import Any
 from urllib.parse import quote
 
 from agent.errors import UsageError
+from agent.geometry import box_to_image
 from agent.trajectory import Recording, Step, load, write_error, write_text_atomic
 
 STATUS_COLOUR = {
@@ -39,6 +43,7 @@ STATUS_COLOUR = {
     "fail": "#cf222e",
     "error": "#cf222e",
     "interrupted": "#9a6700",
+    "stuck": "#9a6700",
     "incomplete": "#9a6700",
 }
 CSS = """
@@ -192,10 +197,16 @@ def _overlay(step: Step) -> str:
     stroke = max(2.5, max(w, h) / 400)
     kind = (step.action or {}).get("kind", "")
     shapes = []
+    if step.zoom is not None:  # the crop the model was sent again
+        cx, cy, cw, ch = step.zoom.crop_image
+        shapes.append(
+            f'<rect x="{cx}" y="{cy}" width="{cw}" height="{ch}" fill="none" stroke="#bc4c00" '
+            f'stroke-width="{stroke:.1f}" stroke-dasharray="{stroke * 2:.1f}"/>'
+        )
     for target in step.targets:
         box = target.box_model
         if len(box) == 4:
-            x1, y1, x2, y2 = (box[0] * w / 1000, box[1] * h / 1000, box[2] * w / 1000, box[3] * h / 1000)
+            x1, y1, x2, y2 = box_to_image(box, (w, h), target.crop_image)
             shapes.append(
                 f'<rect x="{x1:.1f}" y="{y1:.1f}" width="{x2 - x1:.1f}" height="{y2 - y1:.1f}" '
                 f'fill="rgba(9,105,218,0.12)" stroke="#0969da" stroke-width="{stroke:.1f}" '
@@ -217,6 +228,17 @@ def _overlay(step: Step) -> str:
                 f'stroke-width="{width:.1f}"/>'
             )
         shapes.append(f'<circle cx="{x}" cy="{y}" r="{stroke:.1f}" fill="#cf222e"/>')
+    if step.zoom is not None:  # drawn last, over the red marker: the first answer and the way to the zoomed one
+        for first, target in zip(step.zoom.first, step.targets):
+            (fx, fy), (x, y) = first.point_image, target.point_image
+            shapes.append(
+                f'<line x1="{fx}" y1="{fy}" x2="{x}" y2="{y}" stroke="#0969da" stroke-width="{stroke * 0.6:.1f}"/>'
+            )
+            for colour, width in (("#fff", stroke * 2), ("#0969da", stroke)):
+                shapes.append(
+                    f'<circle cx="{fx}" cy="{fy}" r="{r * 0.45:.1f}" fill="none" stroke="{colour}" '
+                    f'stroke-width="{width:.1f}"/>'
+                )
     if kind == "scroll" and step.targets:
         x, y = step.targets[0].point_image
         down = (step.action or {}).get("direction") == "down"
@@ -242,11 +264,29 @@ def _step(recording: Recording, step: Step, link_images: Path | None, first_star
     kind = "the person acted" if human else (step.action or {}).get("kind", "no action")
     t = step.timings
     where = "".join(
-        f"<tr><td>target</td><td><code>{_e(tg.box_model)}</code> ‰ → image "
+        f"<tr><td>target</td><td><code>{_e(tg.box_model)}</code> ‰{' of the crop' if tg.crop_image else ''} → image "
         f"<code>({tg.point_image[0]}, {tg.point_image[1]})</code> → screen "
         f"<code>({tg.point_screen[0]}, {tg.point_screen[1]})</code></td></tr>"
         for tg in step.targets
     )
+    zoom = step.zoom
+    if zoom is not None:
+        cx, cy, cw, ch = zoom.crop_image
+        first = "; ".join(
+            f"<code>{_e(tg.box_model)}</code> ‰ → image <code>{tg.point_image}</code>" for tg in zoom.first
+        )
+        used = "its answer used" if zoom.used else f'<span class="err">its answer not used: {_e(zoom.error)}</span>'
+        where += (
+            f"<tr><td>zoom</td><td>{_e(zoom.reason)}: crop {cw}x{ch} at ({cx}, {cy}) sent as "
+            f"{zoom.sent.width}x{zoom.sent.height}, asking for <i>{_e(zoom.element_info)}</i>; first answer "
+            f"{first}; {used}; {zoom.prompt_tokens + zoom.completion_tokens:,} tokens, {zoom.crop_s + zoom.model_s:.2f} s"
+            "</td></tr>"
+        )
+    if step.screen_changed is not None:
+        where += (
+            f"<tr><td>progress</td><td>{'the screen changed' if step.screen_changed else '<b>the screen did not change</b>'}"
+            f" ({(step.changed_fraction or 0) * 100:.2f} % of it)</td></tr>"
+        )
     sent = (
         f"{step.sent.width}x{step.sent.height} {_e(step.sent.encoding)}, {step.sent.tokens:,} image tokens"
         if step.sent
@@ -267,8 +307,9 @@ def _step(recording: Recording, step: Step, link_images: Path | None, first_star
     else:
         rows = [
             where,
-            f"<tr><td>timings</td><td>capture {t.capture_s:.2f} s · model {t.model_s:.2f} s · execute "
-            f"{t.execute_s:.2f} s · settle {t.settle_s:.2f} s</td></tr>",
+            f"<tr><td>timings</td><td>capture {t.capture_s:.2f} s · model {t.model_s:.2f} s"
+            + (f" · zoom {t.zoom_s:.2f} s" if t.zoom_s else "")
+            + f" · execute {t.execute_s:.2f} s · settle {t.settle_s:.2f} s</td></tr>",
             tokens,
             f"<tr><td>sent</td><td>{sent}; history {step.history_lines} steps, {step.history_images} images</td></tr>",
         ]
@@ -287,6 +328,10 @@ def _step(recording: Recording, step: Step, link_images: Path | None, first_star
         body.append(f'<p class="note">{_e(step.note)}</p>')
     if step.error:
         body.append(f'<p class="err">{_e(step.error)}</p>')
+    if step.loop is not None:
+        body.append(
+            f'<p class="note">Loop ({_e(step.loop.kind)}): {_e(step.loop.message)}; {_e(step.loop.response)}</p>'
+        )
     body.append("<table>" + "".join(rows) + "</table>")
     if step.memory:
         body.append(
@@ -305,6 +350,14 @@ def _step(recording: Recording, step: Step, link_images: Path | None, first_star
             + "".join(f'<p class="sub">{_e(n)}</p>' for n in attempt.transport_retries)
             + f"<pre>{_e(json.dumps(shown, ensure_ascii=False, indent=1))}</pre></details>"
         )
+    if zoom is not None:
+        for attempt in zoom.attempts:
+            status = f'<span class="err">rejected: {_e(attempt.error_type)}</span>' if attempt.error else "accepted"
+            shown = {k: attempt.raw[k] for k in ("content", "reasoning", "tool_calls") if attempt.raw.get(k)}
+            body.append(
+                f"<details><summary>zoom reply: {status} ({attempt.latency_s:.2f} s)</summary>"
+                f"<pre>{_e(json.dumps(shown, ensure_ascii=False, indent=1))}</pre></details>"
+            )
     alt = f"step {step.step} screenshot"
     figure = (
         f'<figure class="shot"><img src="{_image_src(recording, step, link_images)}" alt="{_e(alt)}" '
@@ -316,6 +369,11 @@ def _step(recording: Recording, step: Step, link_images: Path | None, first_star
             + (
                 '<i style="background:#0969da"></i>the model\'s box'
                 if any(len(tg.box_model) == 4 for tg in step.targets)
+                else ""
+            )
+            + (
+                '<i style="background:#bc4c00"></i>the zoomed-in crop<i style="background:#0969da"></i>the first answer'
+                if zoom is not None
                 else ""
             )
             + f" · screenshot {step.geometry.width}x{step.geometry.height}</div></div>"

@@ -29,6 +29,9 @@ The window is short on purpose: an app that shows nothing for longer than ``quie
 after an action and then changes (a slow launch) is caught by the next step's capture
 instead, and the model can answer WAIT.
 
+The last thumbnail of each call is kept as ``last_probe``: the loop compares it with the
+capture the model saw to tell whether the action changed the screen (``agent.progress``).
+
 ``AdaptiveSettle.for_screen(screen)`` probes ``screen.probe()`` (a thumbnail and its frame:
 ``MssScreen``), else ``screen.thumbnail()``, else a thumbnail of ``capture()``.
 """
@@ -96,6 +99,7 @@ class AdaptiveSettle:
         self._sleep = sleep
         self.probes = 0  # probes taken by the last call (for the bench and tests)
         self.ahead_used: bool | None = None  # the last frame's image was prepared ahead (None: not tried)
+        self.last_probe: Image.Image | None = None  # the settled screen's thumbnail (the loop's progress check)
         self._frame: Screenshot | None = None
         self._worker: ThreadPoolExecutor | None = None
 
@@ -121,7 +125,9 @@ class AdaptiveSettle:
     def _probe(self) -> tuple[Image.Image, Screenshot | None]:
         result = self.probe()
         self.probes += 1
-        return result if isinstance(result, tuple) else (result, None)
+        thumb, shot = result if isinstance(result, tuple) else (result, None)
+        self.last_probe = thumb
+        return thumb, shot
 
     def _prepare_ahead(self, shot: Screenshot) -> None:
         if self._worker is None:

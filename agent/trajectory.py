@@ -32,10 +32,18 @@ A ``Step`` holds, in this order of the loop:
   ``action_text`` (the trained call syntax), ``thought``, ``memory``;
 * ``targets``: for a pointing action or a drag, each point in model space (thousandths,
   ``box_model``), image space (``point_image``) and screen space (``point_screen``);
-* ``timings`` (capture / prepare / record_wait / model / execute / settle, seconds; ``frame``:
-  captured for the step or the settle's quiet frame; ``ahead``), ``prompt_tokens``,
-  ``completion_tokens``, ``cost_usd`` (summed over the attempts, from the header's price
-  table) and ``error`` (why the step produced no action, or what stopped it);
+* ``zoom`` (``Zoom``, when the step zoomed in to re-ground its point): why, the crop
+  rectangle in image pixels, the crop as sent, the element asked for, the first answer's
+  ``first`` targets, the zoom request's ``attempts``, tokens, cost and time, and whether its
+  answer was used (then ``targets`` hold it, in thousandths of the crop, with the crop);
+* ``screen_changed`` / ``changed_fraction``: did the action change the screen (the
+  screen before it against the screen once settled; None: not measured, e.g. a dry run),
+  and ``loop`` (``LoopCheck``) when the step completed a loop (the same action on an
+  unchanged screen three times, or an A-B-A-B cycle) and how the run responded;
+* ``timings`` (capture / prepare / record_wait / model / zoom / execute / settle, seconds;
+  ``frame``: captured for the step or the settle's quiet frame; ``ahead``), ``prompt_tokens``,
+  ``completion_tokens``, ``cost_usd`` (summed over the attempts and the zoom request, from
+  the header's price table) and ``error`` (why the step produced no action, or what stopped it);
 * the person's part: ``decision``/``note`` (the approval prompt, the window scope, or
   ``takeover``: a human step, with no reply and ``screenshot_after``), ``proposed_action``
   (the model's own action when the person edited it) and ``user_answer`` (to call_user).
@@ -89,7 +97,9 @@ from agent.imagefile import open_image
 
 SCHEMA_VERSION = 1
 QUEUE_STEPS = 2  # steps whose screenshot or line may wait for the writer before the loop waits too
-OutcomeStatus = Literal["done", "fail", "max_steps", "max_time", "max_cost", "interrupted", "error", "incomplete"]
+OutcomeStatus = Literal[
+    "done", "fail", "max_steps", "max_time", "max_cost", "stuck", "interrupted", "error", "incomplete"
+]
 _SECRET_KEYS = frozenset({"api_key", "apikey", "authorization", "key", "token", "password"})
 
 
@@ -115,6 +125,9 @@ class Attempt(BaseModel):
     latency_s: float = 0.0
     transport_retries: list[str] = Field(default_factory=list)
     protocol: str = ""
+    ttft_s: float | None = Field(None, description="streamed: seconds from the request to the first token")
+    action_s: float | None = Field(None, description="streamed: seconds to the moment the action was complete")
+    total_s: float | None = Field(None, description="seconds from the request to the end of the reply")
 
 
 class Timings(BaseModel):
@@ -130,9 +143,42 @@ class Timings(BaseModel):
         description="the screenshot was captured for the step, or is the frame that proved the screen settled",
     )
     ahead: bool = Field(False, description="the model's image was prepared while the settle waited")
-    model_s: float = 0.0
+    model_s: float = 0.0  # the step's own requests (the zoom request is in zoom_s)
+    zoom_s: float = 0.0  # cropping, encoding and the zoom request
     execute_s: float = 0.0
     settle_s: float = 0.0
+
+
+class Zoom(BaseModel):
+    """Zoom-in re-grounding of a pointing step: the region around the first answer, cut from
+    the full-resolution capture, sent (enlarged) with a short grounding prompt."""
+
+    reason: str = Field(description="why the step zoomed in")
+    element_info: str = Field("", description="what the grounding prompt asked the model to point at")
+    crop_image: tuple[int, int, int, int] = Field(description="left, top, width, height of the crop, image pixels")
+    sent: SentInfo = Field(description="the crop as sent to the model")
+    first: list[Target] = Field(description="where the first answer pointed, on the whole screenshot")
+    attempts: list[Attempt] = Field(default_factory=list, description="the zoom request (at most one)")
+    used: bool = Field(False, description="its answer replaced the first one (step.targets hold it)")
+    error: str | None = Field(None, description="why its answer was not used (then the first one was)")
+    prompt_text: str = ""
+    estimated_tokens: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    crop_s: float = Field(0.0, description="cutting, enlarging and encoding the crop")
+    model_s: float = 0.0
+
+
+class LoopCheck(BaseModel):
+    """A loop the step completed, and how the run responded (in escalating order: tell the
+    model, zoom in on its next pointing step, then ask the person or end the run ``stuck``)."""
+
+    kind: Literal["repeat", "cycle"]
+    steps: list[int] = Field(description="the steps that make the loop")
+    response: Literal["told", "zoom", "asked", "stuck"]
+    message: str = ""
+    answer: str | None = Field(None, description="what the person said when asked (then the run went on)")
 
 
 class Step(BaseModel):
@@ -156,6 +202,10 @@ class Step(BaseModel):
     thought: str = ""
     memory: list[Any] | None = None
     targets: list[Target] = Field(default_factory=list)
+    zoom: Zoom | None = None
+    screen_changed: bool | None = Field(None, description="whether the action changed the screen (None: not measured)")
+    changed_fraction: float | None = Field(None, description="the share of the screen the action changed")
+    loop: LoopCheck | None = None
     timings: Timings = Field(default_factory=Timings)
     prompt_tokens: int = 0
     completion_tokens: int = 0

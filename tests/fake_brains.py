@@ -3,7 +3,8 @@
 ``FormBrain`` does the form task the way a correct GLM-4.5V would: it finds the cyan
 field and the magenta OK button by colour in the *sent* image, answers in thousandths of
 that image, and replies as tool calls when tools were offered, else in the trained text
-format with box tokens.
+format with box tokens. Asked to point again at an element in a zoomed-in crop (a zoom
+request), it finds the element the prompt names in the crop.
 """
 
 from __future__ import annotations
@@ -38,9 +39,16 @@ def thousandths_of(image: Image.Image, rgb: tuple[int, int, int]) -> list[int]:
     return list(image_to_model(((x1 + x2) / 2, (y1 + y2) / 2), image.size))
 
 
+def request_text(body: dict[str, Any]) -> str:
+    return "".join(p.get("text", "") for p in body["messages"][0]["content"] if p["type"] == "text")
+
+
 def steps_done(body: dict[str, Any]) -> int:
-    text = "".join(p.get("text", "") for p in body["messages"][0]["content"] if p["type"] == "text")
-    return len(re.findall(r"^step \d+: ", text, flags=re.M))
+    return len(re.findall(r"^step \d+: ", request_text(body), flags=re.M))
+
+
+def is_zoom_request(body: dict[str, Any]) -> bool:
+    return "zoomed-in part of the screen" in request_text(body)
 
 
 class FormBrain:
@@ -52,6 +60,9 @@ class FormBrain:
 
     def __call__(self, body: dict[str, Any]) -> Any:
         screenshot = images_in(body)[-1]  # the current screenshot comes last
+        if is_zoom_request(body):
+            rgb = CYAN if "name field" in request_text(body) else MAGENTA
+            return reply(("left_click", {"start_box": str(thousandths_of(screenshot, rgb))}), tools="tools" in body)
         self.sent_sizes.append(screenshot.size)
         step = steps_done(body)
         if step == 0:

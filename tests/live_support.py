@@ -5,7 +5,7 @@
   free display number chosen by Xvfb itself through ``-displayfd``) plus openbox, with
   ``os.environ["DISPLAY"]`` pointing at it inside the block; yields the display name.
 * ``set_monitors(rects)``: split the current X screen into RandR monitors (two-monitor tests).
-* ``TargetApp(events_file=None, geometry=None)``: starts ``tests/apps/target_app.py`` on
+* ``TargetApp(events_file=None, geometry=None, title=None, small_target=None)``: starts ``tests/apps/target_app.py`` on
   the current DISPLAY and waits for its "ready" event (kept as ``.ready``); ``events()``
   reads back what it logged (format: that file's docstring), ``wait_for(predicate,
   timeout, since=0)`` polls until ``predicate(events)`` holds, ``mark()`` counts events
@@ -51,6 +51,7 @@ class TargetApp:
         geometry: str | None = None,
         timeout: float = 15.0,
         title: str | None = None,
+        small_target: int | None = None,
     ) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="deskpilot-target-")
         self.events_file = Path(events_file or Path(self._dir.name) / "events.jsonl")
@@ -60,6 +61,8 @@ class TargetApp:
             command += ["--geometry", geometry]
         if title:
             command += ["--title", title]
+        if small_target:
+            command += ["--small-target", str(small_target)]
         self._stderr = open(Path(self._dir.name) / "stderr.txt", "w+")
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self._stderr)
         try:
@@ -104,7 +107,7 @@ class TargetApp:
             time.sleep(0.02)
 
     def rect(self, widget: str) -> dict[str, int]:
-        """The screen rectangle {x, y, width, height} of 'ok', 'entry', 'canvas' or 'window'."""
+        """The screen rectangle {x, y, width, height} of 'ok', 'entry', 'canvas', 'small' or 'window'."""
         return self.ready["window"] if widget == "window" else self.ready["widgets"][widget]
 
     def center(self, widget: str) -> tuple[int, int]:

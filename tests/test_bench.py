@@ -33,12 +33,25 @@ ROW_IDS = [
     "memory_peak_mb",
     "memory_growth_mb",
     "whole_step_ms",
+    "progress_check_ms/1920x1080",
+    "progress_check_ms/2560x1440",
+    "progress_check_ms/3840x2160",
+    "zoom_hit_rate/2560x1440",
+    "zoom_tokens/2560x1440",
+    "zoom_step_ms/2560x1440",
+    "zoom_hit_rate/3840x2160",
+    "zoom_tokens/3840x2160",
+    "zoom_step_ms/3840x2160",
+    "stream_first_input_ms",
+    "stream_step_ms",
 ]
 
 
 def test_bench_smoke_writes_every_row(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = main(["bench", "--repeat", "1", "--replay-steps", "6", "--steps", "1", "--json", str(out)])
+    code = main(
+        ["bench", "--repeat", "1", "--replay-steps", "6", "--steps", "1", "--zoom-trials", "2", "--json", str(out)]
+    )
     assert code == 0
     result = json.loads(out.read_text())
     rows = {row["id"]: row for row in result["rows"]}
@@ -48,8 +61,14 @@ def test_bench_smoke_writes_every_row(tmp_path, capsys):
             assert row["ours"] is None and "live only" in row["note"]  # no display here
         elif name.startswith("perception_settled_ms/"):  # may be ~0: the settle prepared the frame ahead
             assert row["ours"] >= 0 and row["baseline"] > 0, name
+        elif name.startswith("zoom_hit_rate/"):  # two targets: a hit rate, each way, of 0, 50 or 100 %
+            assert row["ours"] in (0, 50, 100) and row["baseline"] in (0, 50, 100) and row["detail"]["trials"] == 2
+        elif name == "memory_peak_mb":
+            assert row["ours"] > 0 and row["baseline"] is None  # the true peak; no pretend alternative
         elif name != "memory_growth_mb":
             assert row["ours"] > 0 and row["baseline"] > 0, name
+    first = rows["stream_first_input_ms"]
+    assert first["detail"]["same_actions"] and first["ours"] <= 0.75 * first["baseline"], first
     for size in SIZES:  # each beside the previous path, the sent size as that size's rules say
         cold = rows[f"perception_cold_ms/{size}"]["detail"]
         assert cold["sent_size"] == list(sent_size(tuple(map(int, size.split("x")))))
@@ -72,8 +91,33 @@ def test_bench_smoke_writes_every_row(tmp_path, capsys):
         "resident memory",
         "whole step",
         "profile 1920x1080",
+        "progress check per step",
+        "click hits a 12-20 px target",
     ):
         assert metric in printed
+
+
+def test_bench_check_exits_1_naming_the_row_that_missed(monkeypatch, capsys):
+    import agent.commands.bench as bench_command
+
+    rows = [
+        {"id": "ok_row", "metric": "m", "case": "c", "ours": 1.0, "target": "<= 2", "met": True},
+        {
+            "id": "stream_first_input_ms",
+            "metric": "first input",
+            "case": "c",
+            "ours": 9.0,
+            "target": ">= 25%",
+            "met": False,
+        },
+    ]
+    result = {"meta": {}, "rows": rows, "profiles": {}}
+    monkeypatch.setattr(bench_command, "run_bench", lambda **kw: result)
+    monkeypatch.setattr(bench_command, "format_table", lambda result: "table")
+    assert main(["bench", "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "missed target: stream_first_input_ms" in err and "ok_row" not in err
+    assert main(["bench"]) == 0  # without --check a miss is only shown
 
 
 def test_bench_rejects_an_unknown_encoding(capsys):
@@ -88,8 +132,11 @@ def test_add_arguments_gives_run_bench_its_options_and_defaults():
     assert {name: getattr(defaults, name) for name in OPTIONS} == OPTIONS and defaults.json is None
     parameters = inspect.signature(run_bench).parameters
     assert {name: parameters[name].default for name in OPTIONS} == OPTIONS
-    args = parser.parse_args(["--live", "--repeat", "3", "--replay-steps", "9", "--encoding", "png", "--json", "x"])
+    args = parser.parse_args(
+        ["--live", "--repeat", "3", "--replay-steps", "9", "--encoding", "png", "--json", "x", "--zoom-trials", "5"]
+    )
     assert (args.live, args.repeat, args.replay_steps, args.encoding, args.json) == (True, 3, 9, "png", "x")
+    assert args.zoom_trials == 5
     with pytest.raises(SystemExit):
         parser.parse_args(["--repeat", "0"])
 

@@ -1,18 +1,26 @@
-"""Table tests for the three coordinate spaces and the image-token arithmetic."""
+"""Table tests for the four coordinate spaces and the image-token arithmetic."""
 
 import pytest
 
 from agent.errors import CoordinateOutOfRange
 from agent.geometry import (
     MonitorGeometry,
+    Target,
     box_center,
+    box_to_image,
+    crop_around,
+    crop_to_image,
     fit_to_tokens,
     ground,
+    ground_box,
+    image_to_crop,
     image_to_model,
     image_to_screen,
     image_tokens,
+    model_to_crop,
     model_to_image,
     screen_to_image,
+    zoom_size,
 )
 
 # name, monitor, model-space point or box, expected image pixel, expected screen point
@@ -128,3 +136,126 @@ def test_over_budget_downscales_to_multiples_of_28_keeping_aspect(size):
     assert image_tokens((width, height)) <= 2700
     assert image_tokens((width, height)) >= 2700 * 0.85  # not needlessly small
     assert abs(width / height - size[0] / size[1]) / (size[0] / size[1]) < 0.05
+
+
+# --- crop space (zoom-in re-grounding) ----------------------------------------------------
+
+# name, centre in image pixels, side, image size, expected crop (left, top, width, height)
+CROPS = [
+    ("centred", (1280, 720), 256, (2560, 1440), (1152, 592, 256, 256)),
+    ("pushed in from the top-left corner", (10, 5), 256, (2560, 1440), (0, 0, 256, 256)),
+    ("pushed in from the bottom-right corner", (2555, 1439), 256, (2560, 1440), (2304, 1184, 256, 256)),
+    ("odd side rounds its origin", (100.5, 100.5), 201, (1366, 768), (0, 0, 201, 201)),
+    ("odd centre", (683, 384), 201, (1366, 768), (582, 284, 201, 201)),
+    ("cut to a small image", (50, 40), 256, (200, 100), (0, 0, 200, 100)),
+    ("4K, near the right edge", (3830, 100), 384, (3840, 2160), (3456, 0, 384, 384)),
+]
+
+
+@pytest.mark.parametrize("name,center_image,side,size_image,want", CROPS, ids=[c[0] for c in CROPS])
+def test_crop_around(name, center_image, side, size_image, want):
+    crop_image = crop_around(center_image, side, size_image)
+    assert crop_image == want
+    left, top, width, height = crop_image
+    assert 0 <= left and 0 <= top and left + width <= size_image[0] and top + height <= size_image[1]
+
+
+# name, monitor, crop, thousandths of the crop, expected image pixel, expected screen point
+CROP_GROUNDING = [
+    ("crop centre", MonitorGeometry(0, 0, 2560, 1440), (1152, 592, 256, 256), (500, 500), (1280, 720), (1280, 720)),
+    ("crop top-left", MonitorGeometry(0, 0, 2560, 1440), (1152, 592, 256, 256), (0, 0), (1152, 592), (1152, 592)),
+    (
+        "999 is the crop's last pixel",
+        MonitorGeometry(0, 0, 2560, 1440),
+        (0, 0, 256, 256),
+        (999, 999),
+        (256 - 1, 255),
+        (255, 255),
+    ),
+    (
+        "1000 clamps inside the crop",
+        MonitorGeometry(0, 0, 2560, 1440),
+        (100, 100, 256, 256),
+        (1000, 1000),
+        (355, 355),
+        (355, 355),
+    ),
+    (
+        "a box's centre",
+        MonitorGeometry(0, 0, 3840, 2160),
+        (3456, 0, 384, 384),
+        (400, 400, 600, 600),
+        (3648, 192),
+        (3648, 192),
+    ),
+    (
+        "Retina, monitor left of the primary",
+        MonitorGeometry(-1440, -900, 2880, 1800, 2.0),
+        (1000, 800, 300, 300),
+        (250, 750),
+        (1075, 1025),
+        (-1440 + 537, -900 + 512),
+    ),
+    (
+        "odd crop on 1366x768",
+        MonitorGeometry(1366, 0, 1366, 768),
+        (582, 284, 201, 201),
+        (333, 667),
+        (649, 418),
+        (2015, 418),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "name,monitor,crop_image,box_model,want_image,want_screen", CROP_GROUNDING, ids=[c[0] for c in CROP_GROUNDING]
+)
+def test_ground_through_a_crop(name, monitor, crop_image, box_model, want_image, want_screen):
+    point_image, point_screen = ground(box_model, monitor, crop_image)
+    assert point_image == want_image and point_screen == want_screen
+    target = ground_box(box_model, monitor, crop_image)
+    assert target == Target(tuple(box_model), want_image, want_screen, crop_image)
+
+
+def test_crop_out_of_range_is_a_model_error():
+    with pytest.raises(CoordinateOutOfRange):
+        ground((1200, 10), MonitorGeometry(0, 0, 2560, 1440), (0, 0, 256, 256))
+
+
+def test_crop_and_image_round_trip():
+    crop_image = (582, 284, 201, 201)
+    for point_crop in [(0, 0), (100, 57), (200, 200)]:
+        point_image = crop_to_image(point_crop, crop_image)
+        assert image_to_crop(point_image, crop_image) == point_crop
+        assert model_to_crop(image_to_model(point_crop, (201, 201)), crop_image) == point_crop
+
+
+@pytest.mark.parametrize(
+    "box_model,size_image,crop_image,want",
+    [
+        ((500, 500), (2000, 1000), None, (1000.0, 500.0)),
+        ((100, 200, 300, 400), (2000, 1000), None, (200.0, 200.0, 600.0, 400.0)),
+        ((0, 0, 1000, 500), (2000, 1000), (100, 50, 200, 100), (100.0, 50.0, 300.0, 100.0)),
+        ((500, 500), (2000, 1000), (100, 50, 200, 100), (200.0, 100.0)),
+    ],
+)
+def test_box_to_image(box_model, size_image, crop_image, want):
+    assert box_to_image(box_model, size_image, crop_image) == want
+
+
+@pytest.mark.parametrize(
+    "size_crop,max_tokens,max_upscale,want",
+    [
+        ((256, 256), 784, 4, (784, 784)),  # enlarged until the budget: 28x28 patches
+        ((100, 100), 784, 4, (392, 392)),  # enlarged 4x at most, then onto the grid
+        ((384, 384), 784, 4, (784, 784)),
+        ((384, 216), 784, 4, (1036, 588)),  # a wide crop keeps its aspect
+        ((256, 256), 100, 4, (280, 280)),  # a small budget: 10x10 patches
+        ((256, 256), 2700, 1, (252, 252)),  # no enlarging: the crop itself, on the grid
+        ((10, 10), 784, 1, (28, 28)),  # never below one patch
+    ],
+)
+def test_zoom_size(size_crop, max_tokens, max_upscale, want):
+    size = zoom_size(size_crop, max_tokens, max_upscale)
+    assert size == want
+    assert size[0] % 28 == 0 and size[1] % 28 == 0 and image_tokens(size) <= max(max_tokens, 1)

@@ -61,3 +61,20 @@ def test_the_prompts_action_space_is_generated_from_the_action_models():
         call = call.replace("'[x2,y2]'", "'[3,4]'").replace("'down or up'", "'down'").replace("keys=''", "keys='a'")
         call = call.replace("question=''", "question='Which one?'")
         assert parse_reply(call).action.kind == line.split("(", 1)[0]
+
+
+def test_the_zoom_request_matches_its_snapshot(monkeypatch):
+    """The zoom request: the grounding prompt and the crop, no history, memory or tools."""
+    from agent.image import encode_image
+    from agent.protocol import GroundingAsk
+
+    monkeypatch.setattr("agent.protocol.platform_name", lambda: "Linux")
+    settings = Settings.resolve("vllm", protocol="tools")
+    crop = encode_image(Image.new("RGB", (256, 256), "white"), (784, 784), "jpeg:90")
+    ask = GroundingAsk("the Save icon in the toolbar", "left_click", (256, 256))
+    body, built = build_body(StepRequest("Save the document.", 3, crop, grounding=ask), settings, use_tools=True)
+    assert "tools" not in body and built.history_images == 0 and built.history_lines == 0
+    path = SNAPSHOTS / "prompt-zoom.txt"
+    if os.environ.get("DESKPILOT_UPDATE_SNAPSHOTS"):
+        path.write_text(built.prompt_text, encoding="utf-8")
+    assert built.prompt_text == path.read_text(encoding="utf-8"), f"prompt changed: refresh {path.name} if meant"

@@ -20,7 +20,18 @@ baseline (interleaved where both are timed):
   the loop (``replay.simulate``), and resident memory across the 500-step run;
 * whole-step overhead without the model: ``run_episode`` against a FakeModelServer that
   answers at once, against the same loop sending full-size PNGs; with ``--live``, a real
-  step outside the model at 2560x1440 and 3840x2160 (clicks, settle, recorder).
+  step outside the model at 2560x1440 and 3840x2160 (``deskpilot run`` clicking, the
+  settle, the recorder);
+* the progress check per step (two of the settle's thumbnails compared) at 1920x1080,
+  2560x1440 and 3840x2160, against comparing two full-resolution captures;
+* zoom-in re-grounding on generated 2560x1440 and 3840x2160 desktops with one 12-20 px
+  target each (``--zoom-trials`` of them): a fake model with limited precision clicks,
+  with ``--zoom auto`` against ``--zoom off``: hit rate, input tokens and time per step.
+* streaming (``stream_rows``): with a fake model streaming like a real endpoint, the time
+  from the request to the first input event and the whole step, streaming against waiting
+  for the whole reply, with the same actions.
+
+``--check`` makes the command exit 1 when a row misses its target, naming the row (for CI).
 
 Without ``--live`` the screens are generated desktops (wallpaper, icons, a code editor,
 a file list, a browser page with a photo, a dialog, a task bar) held in memory as mss
@@ -33,7 +44,8 @@ flags (their ``dest`` names are the keys of ``OPTIONS``, plus ``json``). Nothing
 package prints. Where the rest lives: ``scene`` (the generated and the live desktop;
 ``desktop_app`` is the live one's Tk program), ``perception`` (perception, settle poll and
 token rows), ``previous`` (the previous path, the baseline of the big-screen rows),
-``settle_rows``, ``replay_rows``, ``loop_rows`` (the whole step), ``table`` (``Row`` and the
+``settle_rows``, ``replay_rows``, ``loop_rows`` (the whole step), ``recovery_rows`` (zoom and
+the progress check, with ``imprecise``: the fake model and its screens), ``table`` (``Row`` and the
 table), ``common`` (what the rows share) and ``run`` (``run_bench``). The command that prints it all
 is ``agent.commands.bench``.
 """
@@ -44,7 +56,13 @@ import argparse
 from typing import Any
 
 from agent.argtypes import positive_int
-from agent.bench.common import DEFAULT_ENCODING, DEFAULT_REPEAT, DEFAULT_REPLAY_STEPS, DEFAULT_STEPS
+from agent.bench.common import (
+    DEFAULT_ENCODING,
+    DEFAULT_REPEAT,
+    DEFAULT_REPLAY_STEPS,
+    DEFAULT_STEPS,
+    DEFAULT_ZOOM_TRIALS,
+)
 from agent.bench.run import run_bench
 from agent.bench.table import Row, format_table
 
@@ -58,6 +76,7 @@ OPTIONS: dict[str, Any] = {
     "encoding": DEFAULT_ENCODING,
     "live": False,
     "profile": False,
+    "zoom_trials": DEFAULT_ZOOM_TRIALS,
 }
 
 
@@ -95,5 +114,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ENC",
         help=f"png[:LEVEL] or jpeg[:QUALITY] for our side (default: {DEFAULT_ENCODING})",
     )
+    parser.add_argument(
+        "--zoom-trials",
+        type=positive_int,
+        default=DEFAULT_ZOOM_TRIALS,
+        metavar="N",
+        help=f"small targets per screen size for the zoom rows (default: {DEFAULT_ZOOM_TRIALS})",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 when a row misses its target, naming the row (for a CI job)"
+    )
     parser.add_argument("--profile", action="store_true", help="print a cProfile of perception at 1920x1080")

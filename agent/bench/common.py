@@ -18,6 +18,7 @@ TASK = "open the settings and turn on dark mode"
 DEFAULT_REPEAT = 7  # runs per median
 DEFAULT_REPLAY_STEPS = 500  # steps in the generated recording
 DEFAULT_STEPS = 10  # loop steps timed for the whole-step overhead
+DEFAULT_ZOOM_TRIALS = 40  # small targets per screen size for the zoom rows
 DEFAULT_ENCODING = "jpeg:90"  # our side's image encoding
 BASELINE_ENCODING = "png:6"  # Pillow's default PNG level: what a plain image.save(..., "PNG") does
 SETTLE_BASELINE_S = 2.0  # the fixed sleep peers use (Anthropic's computer-use demo)
@@ -81,3 +82,11 @@ def rss_mb() -> float:
 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def peak_rss_mb() -> float:
+    """The peak resident memory of this process so far, as the kernel counted it (getrusage)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024

@@ -1,7 +1,7 @@
 """Rows for checking a recording: ``replay check`` throughput over a generated recording
 (made by the loop with ScriptedPlanner, ImageScreen, DryRunExecutor and JsonlRecorder),
 against re-running its steps through the loop (``replay simulate``), and this process's
-resident memory across the run that made it."""
+peak resident memory (getrusage: the true peak, not a sample) and its growth across the run that made it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from actions.executor import DryRunExecutor
-from agent.bench.common import REPLIES, TASK, bench_settings, rss_mb
+from agent.bench.common import REPLIES, TASK, bench_settings, peak_rss_mb, rss_mb
 from agent.bench.scene import generate_screen
 from agent.bench.table import Row
 from agent.capture import ImageScreen
@@ -101,17 +101,18 @@ def bench_replay(steps: int, repeat: int, screen_size: tuple[int, int], encoding
         detail={"differences": differences, "baseline_steps": rerun_steps, "screen_size": list(screen_size)},
     )
     early = samples[min(len(samples) - 1, max(0, steps // 10 - 1))]
-    peak_mb = round(max(samples + [after_check]), 1)
+    peak_mb = round(peak_rss_mb(), 1)  # the kernel's true peak, not the largest of the samples
     peak = Row(
         "memory_peak_mb",
-        "resident memory (MB)",
-        f"peak over {steps}-step run",
+        "peak resident memory (MB)",
+        f"process peak through a {steps}-step run and its check",
         "MB",
         peak_mb,
-        round(before, 1),
+        None,  # no alternative measured: the target is the judge
         target="<= 200",
         met=peak_mb <= 200,
         detail={
+            "source": "getrusage ru_maxrss",
             "before_mb": round(before, 1),
             "after_check_mb": round(after_check, 1),
             "samples_mb": [round(s, 1) for s in samples[:: max(1, steps // 20)]],

@@ -20,6 +20,7 @@ from agent.bench.common import (
     DEFAULT_REPEAT,
     DEFAULT_REPLAY_STEPS,
     DEFAULT_STEPS,
+    DEFAULT_ZOOM_TRIALS,
     SIZES,
 )
 from agent.bench.scene import MemoryScreen, check_live, generate_screen, live_desktop
@@ -53,6 +54,7 @@ def run_bench(
     encoding: str = DEFAULT_ENCODING,
     live: bool = False,
     profile: bool = False,
+    zoom_trials: int = DEFAULT_ZOOM_TRIALS,
     replay_size: tuple[int, int] = (1280, 800),
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -71,8 +73,10 @@ def run_bench(
         bench_tokens,
         cprofile_perception,
     )
+    from agent.bench.recovery_rows import ZOOM_SIZES, bench_progress, bench_zoom
     from agent.bench.replay_rows import bench_replay
     from agent.bench.settle_rows import bench_settle, settle_row
+    from agent.bench.stream_rows import bench_streaming
 
     say = log or (lambda _: None)
     parse_encoding(encoding)
@@ -88,6 +92,8 @@ def run_bench(
     tokens: list[Row] = []
     live_steps: list[Row] = []
     whole: Row | None = None
+    progress: list[Row] = []
+    streaming: list[Row] = []
     profiles: dict[str, str] = {}
     for size in SIZES:
         say(f"perception and tokens at {size[0]}x{size[1]} ...")
@@ -96,6 +102,8 @@ def run_bench(
             against_previous += bench_perception_previous(size, screen, encoding, repeat)
             polls.append(bench_settle_poll(size, screen, repeat, live))
             tokens += bench_tokens(size, screen, encoding)
+            if size[0] >= 1920:
+                progress.append(bench_progress(screen, size, repeat))
             if live and (size[0] in LIVE_STEP_TARGET_MS or size == SIZES[-1]):
                 say("live step ...")
                 live_steps.append(bench_live_step(size, encoding, steps))
@@ -105,11 +113,19 @@ def run_bench(
                     settle = bench_settle(screen, size, repeat)
                 say("whole step ...")
                 whole = bench_whole_step(screen, size, encoding, steps)
+                say("streaming ...")
+                streaming = bench_streaming(screen, size, encoding, steps)
                 if profile:
                     profiles["perception_1920x1080"] = cprofile_perception(screen, encoding, repeat)
     assert whole is not None  # SIZES holds 1920x1080
+    zoom: list[Row] = []
+    for size in ZOOM_SIZES:  # generated screens in both modes: the targets must be known
+        say(f"zoom at {size[0]}x{size[1]} ({zoom_trials} targets) ...")
+        zoom += bench_zoom(size, zoom_trials)
     previous = sorted(against_previous, key=lambda row: row.id.startswith("perception_settled"))
-    rows = perception + previous + polls + [settle] + tokens + replay + [whole] + live_steps
+    rows = (
+        perception + previous + polls + [settle] + tokens + replay + [whole] + live_steps + progress + zoom + streaming
+    )
     return {
         "meta": {
             "mode": "live (Xvfb)" if live else "offline (generated screens)",

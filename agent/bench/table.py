@@ -86,7 +86,8 @@ def format_table(result: dict[str, Any]) -> str:
         "  perception cold / after a settle, settle poll = deskpilot's previous path (agent/bench/previous.py);",
         f"  settle = fixed {SETTLE_BASELINE_S:.1f} s sleep; tokens = full-size screenshots, history kept full-size;",
         "  replay = re-running the loop on the recorded screens (replay simulate), first 50 steps;",
-        "  memory = RSS before the run; whole step = same loop sending full-size PNG (level 6).",
+        "  memory = RSS before the run; whole step = same loop sending full-size PNG (level 6);",
+        "  progress check = comparing two full-resolution captures; zoom = the same fake model with --zoom off.",
         "ratio = how many times better ours is than the baseline.",
     ]
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from agent.bench import OPTIONS, add_arguments, format_table, run_bench
 from agent.commands.common import Console
-from agent.errors import EXIT_DONE, UsageError
+from agent.errors import EXIT_DONE, EXIT_NOT_DONE, UsageError
 
 __all__ = ["add_arguments", "cmd_bench"]
 
@@ -31,4 +31,13 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot write {args.json}: {exc.strerror or exc}") from None
-    return EXIT_DONE  # a missed target is a finding, shown in the table, not a failure
+    missed = [row for row in result["rows"] if row.get("met") is False]
+    if args.check and missed:
+        for row in missed:
+            console.say(
+                f"deskpilot bench: missed target: {row['id']} ({row['metric']}, {row['case']}: "
+                f"{row['ours']} against target {row['target']})",
+                err=True,
+            )
+        return EXIT_NOT_DONE
+    return EXIT_DONE  # without --check a missed target is a finding, shown in the table

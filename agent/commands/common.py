@@ -9,6 +9,7 @@
   stderr and ``emit`` writes one JSON object a line (JSON Lines) to stdout, scrubbed too.
   ``Console.ask`` puts the model's question to the person at the terminal and reads their answer.
   ``Console.logging()`` shows the ``deskpilot`` logger's lines (the API's notices) through it.
+  ``Console.status`` redraws one live line (the model's thought as it streams) on a terminal only.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn, TextIO
@@ -53,11 +57,36 @@ class Console:
         self.out = out
         self.inp = inp
         self.json = False
+        self._lock = threading.Lock()  # an early action's log and the live line come from two threads
+        self._status_at = 0.0  # when the live line was last drawn (0: not on screen)
 
     def say(self, line: str, *, err: bool = False) -> None:
         """Print one line (a line break inside it is shown as \\n, never obeyed)."""
         stream = sys.stderr if err or self.json else (self.out or sys.stdout)
-        print(printable(self.scrub(line)), file=stream, flush=True)
+        with self._lock:
+            self._clear_status()
+            print(printable(self.scrub(line)), file=stream, flush=True)
+
+    def status(self, text: str) -> None:
+        """Redraw the live line with the end of ``text`` (scrubbed, printable, one line, cut to the
+        terminal's width); at most 20 times a second; nothing in JSON mode or when stdout is not a terminal."""
+        stream = self.out or sys.stdout
+        now = time.monotonic()
+        if self.json or now - self._status_at < 0.05 or not stream.isatty():
+            return
+        width = max(20, shutil.get_terminal_size().columns - 1)
+        tail = " ".join(self.scrub(text[-2000:]).split())  # scrubbed wide, then cut: no half secret shows
+        line = printable(tail)[-(width - 4) :]
+        with self._lock:
+            stream.write("\r\x1b[K... " + line)
+            stream.flush()
+            self._status_at = now
+
+    def _clear_status(self) -> None:
+        if self._status_at:
+            stream = self.out or sys.stdout
+            stream.write("\r\x1b[K")
+            self._status_at = 0.0
 
     def emit(self, event: str, data: dict[str, Any]) -> None:
         """Write ``{"event": event, **data}`` as one line of JSON to stdout. Non-ASCII and
@@ -87,9 +116,9 @@ class Console:
             log.setLevel(saved[0])
             log.propagate = saved[1]
 
-    def ask(self, question: str) -> str | None:
-        """Show the model's question and read one line of answer (None: end of input)."""
-        self.say(f"deskpilot: the model asks: {question}")
+    def ask(self, question: str, who: str = "the model asks") -> str | None:
+        """Show the model's question (or ``who`` else asks) and read one line of answer (None: end of input)."""
+        self.say(f"deskpilot: {who}: {question}")
         prompt_to = sys.stderr if self.json else (self.out or sys.stdout)  # JSON mode: stdout is JSON only
         print("your answer (Enter sends it, Ctrl-D gives none): ", end="", file=prompt_to, flush=True)
         line = (self.inp or sys.stdin).readline()
@@ -149,6 +178,12 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, recorded: bool = Fal
         "recordings always keep the lossless capture" + as_recorded,
     )
     model.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="stream replies: show the thought as it comes and act as soon as the action is complete (default: on)",
+    )
+    model.add_argument(
         "--retries",
         type=nonneg_int,
         default=4,
@@ -173,7 +208,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, recorded: bool = Fal
 
 
 def settings_from_args(args: argparse.Namespace, recorded: dict[str, Any] | None = None, **extra: Any) -> Settings:
-    """Settings from the model flags; ``recorded`` (a header's settings) fills what was not given."""
+    """Settings from the model flags, through the API's ``Options`` (one mapping from flags to
+    settings); ``recorded`` (a header's settings) fills what was not given."""
+    from agent.api import Options
+
     recorded = recorded or {}
     provider = args.provider or recorded.get("provider") or "siliconflow"
     same = provider == recorded.get("provider")
@@ -181,19 +219,21 @@ def settings_from_args(args: argparse.Namespace, recorded: dict[str, Any] | None
     def pick(flag: Any, name: str) -> Any:
         return flag if flag is not None else recorded.get(name)
 
-    thinking = args.thinking if args.thinking is not None else (args.thinking_budget is not None or None)
-    return Settings.resolve(
-        provider,
-        base_url=args.base_url or (recorded.get("base_url") if same else None),
-        model=args.model or (recorded.get("model") if same else None),
-        api_key=args.api_key,
-        thinking=pick(thinking, "thinking"),
-        thinking_budget=pick(args.thinking_budget, "thinking_budget"),
-        protocol=pick(args.protocol, "protocol"),
-        max_image_tokens=pick(args.max_image_tokens, "max_image_tokens"),
-        image_encoding=pick(args.image_encoding, "image_encoding"),
-        max_retries=args.retries,
-        read_timeout=args.timeout,
-        connect_timeout=args.connect_timeout,
+    thinking = args.thinking if args.thinking is not None else (True if args.thinking_budget is not None else None)
+    given = {
+        "provider": provider,
+        "base_url": args.base_url or (recorded.get("base_url") if same else None),
+        "model": args.model or (recorded.get("model") if same else None),
+        "api_key": args.api_key,
+        "thinking": pick(thinking, "thinking"),
+        "thinking_budget": pick(args.thinking_budget, "thinking_budget"),
+        "protocol": pick(args.protocol, "protocol"),
+        "max_image_tokens": pick(args.max_image_tokens, "max_image_tokens"),
+        "image_encoding": pick(args.image_encoding, "image_encoding"),
+        "retries": args.retries,
+        "timeout": args.timeout,
+        "connect_timeout": args.connect_timeout,
+        "stream": args.stream,
         **extra,
-    )
+    }
+    return Options.make(**{name: value for name, value in given.items() if value is not None}).settings()

@@ -190,7 +190,10 @@ def _execute(
     from agent.safety import KillSwitch, Secrets, SecretTypingExecutor
 
     monitor = args.monitor if args.monitor is not None else (recording.header.monitor_index or 1)
-    secrets = Secrets.from_task(recording.header.task)
+    # the task's placeholders, and those any recorded type action holds: a person's recording made
+    # with --mask-typing ({{secret:TYPED_N}}), or an MCP session's type_text
+    typed = [s.action.get("content") or "" for s in recording.steps if s.action and s.action.get("kind") == "type"]
+    secrets = Secrets.from_task(" ".join([recording.header.task, *typed]))
     console.scrub = secrets.scrub
     prompt_to = sys.stderr if args.json else None  # in JSON mode stdout holds JSON only
     approve = Approver(args.confirm, args.always_confirm, stdout=prompt_to, scrub=secrets.scrub)

@@ -27,6 +27,7 @@ from agent.errors import EXIT_DONE, EXIT_INTERRUPTED, EXIT_NOT_DONE, DeskpilotEr
 from agent.loop import EpisodeResult
 from agent.safety import DEFAULT_ALWAYS_CONFIRM, DEFAULT_KILL_HOTKEY, DEFAULT_TAKEOVER_HOTKEY, Approver
 from agent.trajectory import Step
+from agent.zoom import ZOOM_MODES
 
 STATUS_EXIT = {
     "done": EXIT_DONE,
@@ -34,6 +35,7 @@ STATUS_EXIT = {
     "max_steps": EXIT_NOT_DONE,
     "max_time": EXIT_NOT_DONE,
     "max_cost": EXIT_NOT_DONE,
+    "stuck": EXIT_NOT_DONE,
     "interrupted": EXIT_INTERRUPTED,
 }
 
@@ -94,6 +96,14 @@ def add_session_arguments(run: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="the screen counts as settled once unchanged this long (default: 0.08)",
     )
+    where.add_argument(
+        "--zoom",
+        choices=ZOOM_MODES,
+        default="auto",
+        help="re-ground a click on a zoomed-in crop around the model's first answer: auto (when the target "
+        "is likely too small for it: a small box, a screen sent shrunk, or the same click changed nothing), "
+        "always, off (default: auto)",
+    )
     limits = run.add_argument_group("limits and output")
     limits.add_argument(
         "--max-steps", type=positive_int, default=30, metavar="N", help="step budget (default: %(default)s)"
@@ -142,18 +152,25 @@ def add_session_arguments(run: argparse.ArgumentParser) -> None:
 
 
 def step_line(step: Step, scrub: Callable[[str], str] | None = None) -> str:
-    """One line per step: number, what the action does and where, latency, tokens, retries, problems."""
+    """One line per step: number, what the action does and where, latency, tokens, retries, zoom,
+    whether the screen changed, a loop, problems."""
     if step.action is not None:
         action = ACTION_ADAPTER.validate_python(step.action)
         what = describe(action, [t.point_screen for t in step.targets], limit=60, scrub=scrub)
     else:
         what = "-"
-    retries = f"  [{len(step.attempts) - 1} retries]" if len(step.attempts) > 1 else ""
+    flags = f"  [{len(step.attempts) - 1} retries]" if len(step.attempts) > 1 else ""
+    if step.zoom is not None:
+        flags += "  [zoomed in]" if step.zoom.used else "  [zoom answer not used]"
     tokens = step.prompt_tokens + step.completion_tokens
     usage = f"  {tokens:,} tok" + (f" ${step.cost_usd:.4f}" if step.cost_usd else "") if tokens else ""
     note = f"  ({step.note})" if step.note else ""
+    if step.screen_changed is False:
+        note += "  (the screen did not change)"
+    if step.loop is not None:
+        note += f"  loop: {step.loop.message} [{step.loop.response}]"
     error = f"  ! {step.error}" if step.error else ""
-    return f"step {step.step:>3}  {what}  {step.timings.model_s:.2f}s{usage}{retries}  {timing_note(step)}{note}{error}"
+    return f"step {step.step:>3}  {what}  {step.timings.model_s:.2f}s{usage}{flags}  {timing_note(step)}{note}{error}"
 
 
 def timing_note(step: Step) -> str:
@@ -171,6 +188,21 @@ def timing_note(step: Step) -> str:
     if t.execute_s or t.settle_s:
         parts += [f"act {ms(t.execute_s)}ms", f"settle {ms(t.settle_s)}ms"]
     return "[" + ", ".join(parts) + "]"
+
+
+def ask_when_stuck(console: Console) -> Callable[[Step, str], str | None]:
+    """The run's ``Recovery.on_stuck``: when a loop outlasted telling the model and zooming in,
+    ask the person what to do; their words go to the model (empty, or Ctrl-D: end ``stuck``)."""
+
+    def on_stuck(step: Step, message: str) -> str | None:
+        answer = console.ask(
+            f"{message}. What should it do instead? (your answer goes to the model; Enter alone or Ctrl-D "
+            "ends the run as stuck)",
+            who=f"stuck at step {step.step}",
+        )
+        return answer.strip() or None if answer is not None else None
+
+    return on_stuck
 
 
 @contextmanager
@@ -198,6 +230,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     with Agent(options_from_args(args)) as agent:
         secrets = agent.secrets(args.task)
         console.scrub = secrets.scrub
+        if not args.json:
+            agent.planner.on_text = console.status  # the thought as it streams (drawn on a terminal only)
         recorder = agent.recorder(args.task, secrets.scrub)
         path = recorder.path if recorder is not None else None
         settings, scope = agent.settings, agent.scope
@@ -221,7 +255,12 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         try:
             with _signals_interrupt():
                 result = agent.run(
-                    args.task, on_step=on_step, approve=approve, ask=console.ask if can_ask else None, recorder=recorder
+                    args.task,
+                    on_step=on_step,
+                    approve=approve,
+                    ask=console.ask if can_ask else None,
+                    on_stuck=ask_when_stuck(console) if can_ask else None,
+                    recorder=recorder,
                 )
         except DeskpilotError as exc:
             if args.json and isinstance(exc.result, EpisodeResult):

@@ -3,14 +3,19 @@
 * ``check`` (no display, no model): every recorded reply is interpreted again with today's
   parser and grounded again with the recorded geometry (``agent.grounding.interpret``, the
   same function a run uses). A reply recorded as rejected must still be rejected; the
-  accepted one must give the same action and the same targets. Each differing step is
-  reported as a ``Difference``.
+  accepted one must give the same action and the same targets. A step that zoomed in
+  re-grounds its zoom reply through the recorded crop (``interpret(raw, geometry, crop)``):
+  it must give the point the step acted on, and the first reply the recorded first
+  targets. Each differing step is reported as a ``Difference``.
 * ``simulate``: the whole loop (``run_episode``) with the recorded screenshots as mocked
   screens (``ImageScreen``), the recorded replies (every attempt, in order) as a
   ``ScriptedPlanner``, and the ``DryRunExecutor``; the performed actions must come out the
   same, step by step. Decisions recorded at the approval prompt (skip, edit, quit),
   refusals of a ``--window`` scope, the person's answers to call_user and their takeovers
-  (human steps, with the screenshots before and after) are replayed too.
+  (human steps, with the screenshots before and after) are replayed too, and so are the
+  recorded progress checks (whether each action changed the screen) and the person's answer
+  when the run was stuck, with the recorded ``--zoom`` mode, so zoom requests and loop
+  escalations happen where they did.
 
 A recording made from a person (``deskpilot record``, ``Step.by_person``) has no replies to
 parse again. ``check`` judges what it does hold with today's code: the action must still
@@ -29,6 +34,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from actions.executor import DryRunExecutor, Performed
 from actions.keys import held_keys
@@ -38,12 +44,13 @@ from agent.config import Settings
 from agent.errors import EndpointError, Interrupted, InvalidArguments, ModelError, UsageError
 from agent.geometry import Target, image_to_model, screen_to_image
 from agent.grounding import interpret
-from agent.loop import Limits, run_episode
+from agent.loop import Limits, Recovery, run_episode
 from agent.planner import ScriptedPlanner
 from agent.protocol import RawReply
 from agent.safety import Decision
 from agent.text import quoted
 from agent.trajectory import Recording, Step
+from agent.zoom import ZOOM_MODES, check_zoom_answer
 
 MODES = ("check", "simulate")
 
@@ -70,6 +77,7 @@ def check(recording: Recording) -> list[Difference]:
             found.extend(_check_by_person(step))
             continue
         edited = step.decision == "edit"
+        first_targets = step.zoom.first if step.zoom is not None else step.targets
         for number, attempt in enumerate(step.attempts, start=1):
             label = f"reply {number}" if len(step.attempts) > 1 else "the reply"
             raw = RawReply.model_validate(attempt.raw)
@@ -99,10 +107,42 @@ def check(recording: Recording) -> list[Difference]:
                     )
             else:
                 what = _differs(
-                    step.action, step.action_text, step.targets, parsed.action.model_dump(mode="json"), now, targets
+                    step.action, step.action_text, first_targets, parsed.action.model_dump(mode="json"), now, targets
                 )
                 if what:
                     found.append(Difference(step.step, what))
+        if step.zoom is not None:
+            found += _check_zoom(step)
+    return found
+
+
+def _check_zoom(step: Step) -> list[Difference]:
+    """Re-ground the step's zoom reply through the recorded crop."""
+    zoom = step.zoom
+    assert zoom is not None
+    found = []
+    for attempt in zoom.attempts:
+        raw = RawReply.model_validate(attempt.raw)
+        try:
+            grounded = interpret(raw, step.geometry, zoom.crop_image)
+            check_zoom_answer(grounded)
+        except ModelError as exc:
+            if attempt.error is None:
+                found.append(
+                    Difference(step.step, f"the zoom reply was accepted, now rejected: {type(exc).__name__}: {exc}")
+                )
+            continue
+        except Exception as exc:
+            found.append(Difference(step.step, f"the zoom reply: the parser raised {type(exc).__name__}: {exc}"))
+            continue
+        if attempt.error is not None:
+            found.append(Difference(step.step, f"the zoom reply was rejected ({attempt.error_type}), now accepted"))
+        elif zoom.used and step.decision != "edit" and [grounded.targets[0]] != step.targets:
+            found.append(
+                Difference(
+                    step.step, f"zoomed target was {_points(step.targets)}, now {_points([grounded.targets[0]])}"
+                )
+            )
     return found
 
 
@@ -196,7 +236,7 @@ def simulate(recording: Recording) -> list[Difference]:
         return []
     if any(s.by_person for s in steps):
         return _simulate_by_person(recording)
-    replies = [RawReply.model_validate(a.raw) for s in steps for a in s.attempts]
+    replies = [RawReply.model_validate(a.raw) for s in steps for a in s.attempts + (s.zoom.attempts if s.zoom else [])]
     planner = ScriptedPlanner(replies)
     first = steps[0].geometry
     screen = ImageScreen(
@@ -229,6 +269,11 @@ def simulate(recording: Recording) -> list[Difference]:
             refuse=gates.refuse,
             ask_user=gates.ask_user,
             takeover=_RecordedTakeover(steps, simulated),
+            recovery=Recovery(
+                zoom=_zoom_mode(recording),
+                changed=lambda step: _recorded_change(steps, step.step),
+                on_stuck=lambda step, message: _recorded_answer(steps, step.step),
+            ),
         )
     except EndpointError:  # the scripted planner ran out of recorded replies
         at = simulated[-1].step + 1 if simulated else 1
@@ -254,7 +299,7 @@ def simulate(recording: Recording) -> list[Difference]:
     if planner.replies and not found:
         found.append(Difference(steps[-1].step, f"{len(planner.replies)} recorded replies were never asked for"))
     status = recording.outcome.status
-    if result is not None and status in ("done", "fail") and result.outcome.status != status and not found:
+    if result is not None and status in ("done", "fail", "stuck") and result.outcome.status != status and not found:
         found.append(Difference(steps[-1].step, f"outcome was {status}, now {result.outcome.status}"))
     return found
 
@@ -267,6 +312,26 @@ def _settings(recording: Recording) -> Settings:
         return Settings.model_validate(known)
     except Exception as exc:
         raise UsageError(f"{recording.path / 'header.json'}: settings: {exc}") from None
+
+
+def _zoom_mode(recording: Recording) -> Any:
+    """The recorded run's --zoom mode. A recording without one was made before zooming
+    existed (off), or by a caller of run_episode that did not record it (auto if it zoomed)."""
+    mode = recording.header.settings.get("zoom")
+    if mode in ZOOM_MODES:
+        return mode
+    return "auto" if any(s.zoom is not None for s in recording.steps) else "off"
+
+
+def _recorded_change(steps: list[Step], number: int) -> float | None:
+    """The recorded progress check of step ``number`` (None: not measured, or not recorded)."""
+    return steps[number - 1].changed_fraction if 0 < number <= len(steps) else None
+
+
+def _recorded_answer(steps: list[Step], number: int) -> str | None:
+    """What the person said when the recorded run was stuck at step ``number`` (None: it ended)."""
+    loop = steps[number - 1].loop if 0 < number <= len(steps) else None
+    return loop.answer if loop is not None else None
 
 
 def _model_retries(recording: Recording) -> int:

@@ -1,13 +1,14 @@
 """A small Tk window that live tests drive with real input and that reports what it received.
 
-Run as ``python tests/apps/target_app.py EVENTS_FILE [--geometry WxH+X+Y] [--title TITLE]``. Every event is
+Run as ``python tests/apps/target_app.py EVENTS_FILE [--geometry WxH+X+Y] [--title TITLE]
+[--small-target PX]``. Every event is
 appended to EVENTS_FILE as one JSON line, flushed at once. All coordinates are root (screen)
 pixels, and every event carries ``"t"``, the wall-clock time it was logged. The events:
 
-* ``{"event": "ready", "window": R, "widgets": {"ok": R, "entry": R, "canvas": R},
+* ``{"event": "ready", "window": R, "widgets": {"ok": R, "entry": R, "canvas": R[, "small": R]},
   "screen": {"width": W, "height": H}}`` once the window is mapped, placed and focused,
   where R is ``{"x", "y", "width", "height"}`` of the inside of the window or widget.
-* ``{"event": "click", "widget": "ok"|"entry"|"canvas"|"window", "button": 1|2|3,
+* ``{"event": "click", "widget": "ok"|"entry"|"canvas"|"small"|"window", "button": 1|2|3,
   "x_root", "y_root"}`` on every button press (so a double-click gives two of these);
 * ``{"event": "double_click", "widget", "x_root", "y_root"}`` on the second press of a
   left double-click;
@@ -21,6 +22,8 @@ pixels, and every event carries ``"t"``, the wall-clock time it was logged. The 
 
 The widgets are pure colours so a screenshot-based locator can find them: the OK button is
 magenta (#FF00FF, also when hovered), the entry cyan (#00FFFF), the canvas yellow (#FFFF00).
+With ``--small-target PX`` there is also "small", a PX x PX green square (#00C800) that does
+nothing but log its clicks (a tiny icon, for zoom-in re-grounding).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import json
 import time
 import tkinter as tk
 
-MAGENTA, CYAN, YELLOW = "#FF00FF", "#00FFFF", "#FFFF00"
+MAGENTA, CYAN, YELLOW, GREEN = "#FF00FF", "#00FFFF", "#FFFF00", "#00C800"
 
 
 def main() -> None:
@@ -38,6 +41,7 @@ def main() -> None:
     parser.add_argument("events_file")
     parser.add_argument("--geometry", default="720x520+140+90", help="Tk geometry WxH+X+Y")
     parser.add_argument("--title", default="deskpilot target", help="the window title")
+    parser.add_argument("--small-target", type=int, metavar="PX", help="add a PX x PX green square")
     args = parser.parse_args()
     out = open(args.events_file, "a", encoding="utf-8")
 
@@ -79,6 +83,10 @@ def main() -> None:
     entry.place(relx=0.08, rely=0.40, relwidth=0.6, height=40)
     canvas.place(relx=0.08, rely=0.56, relwidth=0.84, relheight=0.38)
     widgets = {"ok": ok, "entry": entry, "canvas": canvas, "window": root}
+    if args.small_target:
+        small = tk.Frame(root, background=GREEN, width=args.small_target, height=args.small_target)
+        small.place(relx=0.3, rely=0.2)
+        widgets["small"] = small
 
     def rect(w: tk.Misc) -> dict:
         return {"x": w.winfo_rootx(), "y": w.winfo_rooty(), "width": w.winfo_width(), "height": w.winfo_height()}
