@@ -100,23 +100,25 @@ def bench_whole_step(screen: Screen, size: tuple[int, int], encoding: str, steps
 
 
 LIVE_STEP_TARGET_MS = {2560: 180.0}  # issue 14: the whole step outside the model at 1440p, live
-LIVE_CLICK = (
-    "The editor is open.\n<|begin_of_box|>left_click(start_box='[200,300]', element_info='editor')<|end_of_box|>"
-)
+# Clicks that raise the bench desktop's windows in turn (editor, files, browser, preferences,
+# in thousandths of the screen: a part of each that no other window covers), so every step
+# changes the screen, as a real task does, and no loop check ends the run.
+LIVE_CLICKS = ((100, 300), (850, 400), (500, 850), (880, 100))
 
 
 def bench_live_step(size: tuple[int, int], encoding: str, steps: int) -> Row:
     """The live step row, on the live desktop of ``size`` that is running: ``deskpilot run`` (a
-    process of its own, as a person starts it) makes ``steps`` clicks into the bench desktop's
-    editor, timed at the fake server: from a reply leaving it to the next request arriving.
-    The parts come from the run's recording."""
+    process of its own, as a person starts it) makes ``steps`` clicks raising the bench
+    desktop's windows (``LIVE_CLICKS``), timed at the fake server: from a reply leaving it to
+    the next request arriving. The parts come from the run's recording."""
     arrived: list[float] = []
     left: list[float] = []
 
     def brain(body: dict[str, Any]) -> str:
         arrived.append(time.perf_counter())
+        x, y = LIVE_CLICKS[(len(arrived) - 1) % len(LIVE_CLICKS)]
         left.append(time.perf_counter())
-        return LIVE_CLICK
+        return f"Raise it.\n<|begin_of_box|>left_click(start_box='[{x},{y}]')<|end_of_box|>"
 
     with FakeModelServer(brain) as server, tempfile.TemporaryDirectory(prefix="deskpilot-bench-") as tmp:
         env = dict(
@@ -124,6 +126,7 @@ def bench_live_step(size: tuple[int, int], encoding: str, steps: int) -> Row:
         )
         command = [sys.executable, "-m", "agent", "run", TASK, "--provider", "vllm", "--base-url", server.base_url]
         command += ["--image-encoding", encoding, "--recordings", tmp, "--max-steps", str(steps + 1)]
+        command += ["--zoom", "off", "--no-stream"]  # one plain request per step: the issue's measure
         subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
         (folder,) = Path(tmp).iterdir()
         timings = [step.timings for step in load(folder, check_screens=False).steps]
