@@ -36,6 +36,7 @@ from urllib.parse import quote
 
 from agent.errors import UsageError
 from agent.geometry import box_to_image
+from agent.text import printable
 from agent.trajectory import Recording, Step, load, write_error, write_text_atomic
 
 STATUS_COLOUR = {
@@ -98,6 +99,11 @@ def _e(value: Any) -> str:
     return escape("" if value is None else str(value), quote=True)
 
 
+def _m(value: Any) -> str:
+    """Model-derived text for the page: control characters made visible, then HTML-escaped."""
+    return _e(printable(value))
+
+
 def _money(usd: float) -> str:
     return f"${usd:.4f}" if usd else "$0"
 
@@ -141,13 +147,13 @@ def render(recording: Recording, link_images: bool = False, page_folder: Path | 
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>deskpilot: {_e(h.task)}</title><style>{CSS}</style></head><body>",
+        f"<title>deskpilot: {_m(h.task)}</title><style>{CSS}</style></head><body>",
         "<header>",
-        f'<h1>{_e(h.task)} <span class="badge" style="background:{colour}">{_e(o.status)}</span></h1>',
-        f'<div class="sub">{_e(o.message)}</div>',
+        f'<h1>{_m(h.task)} <span class="badge" style="background:{colour}">{_e(o.status)}</span></h1>',
+        f'<div class="sub">{_m(o.message)}</div>',
     ]
     if o.answer:
-        parts.append(f"<div>Answer: <b>{_e(o.answer)}</b></div>")
+        parts.append(f"<div>Answer: <b>{_m(o.answer)}</b></div>")
     parts.append(
         '<ul class="stats">' + "".join(f"<li><b>{_e(v)}</b><span>{_e(k)}</span></li>" for v, k in stats) + "</ul>"
     )
@@ -275,10 +281,10 @@ def _step(recording: Recording, step: Step, link_images: Path | None, first_star
         first = "; ".join(
             f"<code>{_e(tg.box_model)}</code> ‰ → image <code>{tg.point_image}</code>" for tg in zoom.first
         )
-        used = "its answer used" if zoom.used else f'<span class="err">its answer not used: {_e(zoom.error)}</span>'
+        used = "its answer used" if zoom.used else f'<span class="err">its answer not used: {_m(zoom.error)}</span>'
         where += (
             f"<tr><td>zoom</td><td>{_e(zoom.reason)}: crop {cw}x{ch} at ({cx}, {cy}) sent as "
-            f"{zoom.sent.width}x{zoom.sent.height}, asking for <i>{_e(zoom.element_info)}</i>; first answer "
+            f"{zoom.sent.width}x{zoom.sent.height}, asking for <i>{_m(zoom.element_info)}</i>; first answer "
             f"{first}; {used}; {zoom.prompt_tokens + zoom.completion_tokens:,} tokens, {zoom.crop_s + zoom.model_s:.2f} s"
             "</td></tr>"
         )
@@ -317,20 +323,20 @@ def _step(recording: Recording, step: Step, link_images: Path | None, first_star
     if step.by_person:
         body.append('<p class="sub person">recorded from a person</p>')
     if step.thought:
-        body.append(f'<p class="thought">{_e(step.thought)}</p>')
+        body.append(f'<p class="thought">{_m(step.thought)}</p>')
     if step.action_text:
         body.append(f"<pre>{_e(step.action_text)}</pre>")
     if kind == "call_user":
         question = (step.action or {}).get("question")
         answer = "(no answer)" if step.user_answer is None else step.user_answer
-        body.append(f'<p class="asked">The model asked: {_e(question)}<br>The person answered: {_e(answer)}</p>')
+        body.append(f'<p class="asked">The model asked: {_m(question)}<br>The person answered: {_m(answer)}</p>')
     if step.note:
-        body.append(f'<p class="note">{_e(step.note)}</p>')
+        body.append(f'<p class="note">{_m(step.note)}</p>')
     if step.error:
-        body.append(f'<p class="err">{_e(step.error)}</p>')
+        body.append(f'<p class="err">{_m(step.error)}</p>')
     if step.loop is not None:
         body.append(
-            f'<p class="note">Loop ({_e(step.loop.kind)}): {_e(step.loop.message)}; {_e(step.loop.response)}</p>'
+            f'<p class="note">Loop ({_e(step.loop.kind)}): {_m(step.loop.message)}; {_m(step.loop.response)}</p>'
         )
     body.append("<table>" + "".join(rows) + "</table>")
     if step.memory:
@@ -346,7 +352,7 @@ def _step(recording: Recording, step: Step, link_images: Path | None, first_star
         body.append(
             f"<details{' open' if attempt.error else ''}><summary>reply {number}: {status} "
             f"({attempt.latency_s:.2f} s{retried})</summary>"
-            + (f'<p class="err">{_e(attempt.error)}</p>' if attempt.error else "")
+            + (f'<p class="err">{_m(attempt.error)}</p>' if attempt.error else "")
             + "".join(f'<p class="sub">{_e(n)}</p>' for n in attempt.transport_retries)
             + f"<pre>{_e(json.dumps(shown, ensure_ascii=False, indent=1))}</pre></details>"
         )

@@ -117,3 +117,9 @@ def test_report_renders_in_headless_chromium(recording, tmp_path):
     shot = tmp_path / "report.png"
     chromium(tmp_path, f"--screenshot={shot}", "--window-size=1400,1000", report.as_uri())
     assert shot.stat().st_size > 20_000
+
+
+def test_model_text_on_the_page_shows_its_control_characters(tmp_path):
+    from agent.report import _m
+
+    assert _m("ok\x1b[2K\rhidden<b>") == "ok\\x1b[2K\\rhidden&lt;b&gt;"
