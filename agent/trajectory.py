@@ -93,7 +93,7 @@ from pydantic import BaseModel, Field, ValidationError
 from agent import __version__
 from agent.errors import UsageError
 from agent.geometry import MonitorGeometry, Target
-from agent.imagefile import open_image
+from agent.imagefile import open_image, save_png
 
 SCHEMA_VERSION = 1
 QUEUE_STEPS = 2  # steps whose screenshot or line may wait for the writer before the loop waits too
@@ -353,7 +353,7 @@ class JsonlRecorder:
     """Writes one recording folder; a writer thread writes each step's screenshot, then its line.
 
     ``save_screenshot`` and ``write_step`` only queue the work: they wait only while
-    ``QUEUE_STEPS`` steps are queued (a 3840x2160 PNG takes ~0.4 s, written while the model
+    ``QUEUE_STEPS`` steps are queued (a 3840x2160 PNG takes ~0.1 s of CPU time, written while the model
     thinks). A failed write raises ``UsageError`` (exit 2) from the next call, or from
     ``finish``, and keeps what was written before: the recording still loads, with every
     step written until then. After a failure nothing more is written; ``finish`` still
@@ -484,7 +484,7 @@ class JsonlRecorder:
     def _write_png(self, step: int, relative: str, image: Image.Image | Callable[[], Image.Image]) -> None:
         path = self.path / relative
         try:
-            (image if isinstance(image, Image.Image) else image()).save(path, format="PNG", compress_level=1)
+            save_png(image if isinstance(image, Image.Image) else image(), path)
         except OSError as exc:
             with suppress(OSError):  # a partial file: no step names it, and it takes space
                 path.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from actions.executor import DryRunExecutor
+from agent import trajectory
 from agent.capture import ImageScreen
 from agent.config import Settings
 from agent.errors import UsageError
@@ -67,15 +68,15 @@ def fail_step_line(monkeypatch, recorder: JsonlRecorder, line: int, code: int) -
 
 def fail_screenshot(monkeypatch, recorder: JsonlRecorder, name: str, code: int) -> None:
     """Saving the screenshot ``name`` leaves part of a file, then fails (in the PNG thread)."""
-    real = Image.Image.save
+    real = trajectory.save_png
 
-    def save(self, fp, *args, **kwargs):
-        if str(fp).endswith(name):
-            Path(fp).write_bytes(b"\x89PNG\r\n\x1a\n partial")
+    def save(image, path):
+        if str(path).endswith(name):
+            Path(path).write_bytes(b"\x89PNG\r\n\x1a\n partial")
             raise oserror(code)
-        return real(self, fp, *args, **kwargs)
+        return real(image, path)
 
-    monkeypatch.setattr(Image.Image, "save", save)
+    monkeypatch.setattr(trajectory, "save_png", save)
 
 
 def fail_json_file(monkeypatch, recorder: JsonlRecorder, prefix: str, code: int) -> None:
@@ -123,6 +124,33 @@ def test_a_full_disk_while_recording_is_a_clear_error_and_keeps_every_step_befor
     if status == "error":  # the outcome that could be written says why the run stopped
         assert "the disk is full" in rec.outcome.message
     assert not list(recorder.path.glob("*.tmp")), "a half-written JSON file was left behind"
+    if where == "screenshot":  # the partial PNG is removed: no step names it
+        assert sorted(p.name for p in (recorder.path / "screens").iterdir()) == ["step-0001.png", "step-0002.png"]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_a_screenshot_written_to_a_full_device_is_a_clear_error_and_is_removed(tmp_path):
+    recorder = JsonlRecorder(tmp_path / "recs", "name the file", SETTINGS.public())
+    shot = recorder.path / "screens" / "step-0002.png"
+    shot.symlink_to("/dev/full")  # every write to it fails as on a full disk
+    with pytest.raises(UsageError) as info:
+        run(recorder)
+    assert f"cannot write the screenshot {shot} (the disk is full): {ADVICE}" in str(info.value)
+    assert not shot.is_symlink() and not shot.exists()
+    rec = load(recorder.path)
+    assert [s.step for s in rec.steps] == [1] and rec.outcome.status == "error"
+
+
+def test_a_screenshot_folder_that_went_away_is_a_clear_error(tmp_path):
+    recorder = JsonlRecorder(tmp_path / "recs", "name the file", SETTINGS.public())
+    (recorder.path / "screens").rmdir()  # removed under the running recorder
+    with pytest.raises(UsageError) as info:
+        run(recorder)
+    message = str(info.value)
+    assert f"cannot write the screenshot {recorder.path / 'screens' / 'step-0001.png'} (" in message
+    assert os.strerror(errno.ENOENT) in message and ADVICE in message
+    rec = load(recorder.path, check_screens=False)
+    assert rec.steps == [] and rec.outcome.status == "error"
 
 
 @pytest.mark.parametrize(

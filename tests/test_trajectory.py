@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from actions.executor import DryRunExecutor
+from agent.bench.scene import generate_screen
 from agent.capture import ImageScreen
 from agent.config import Settings
 from agent.errors import UsageError
@@ -156,6 +157,34 @@ def test_a_step_line_is_written_after_its_screenshot(tmp_path, monkeypatch):
         recorder.write_step(bare_step(number, recorder.save_screenshot(number, slow_image(0.1))))
     recorder.finish(Outcome(status="done"))
     assert seen == [(1, True), (2, True)]
+
+
+def test_screenshots_on_disk_are_the_captures_exact_pixels(tmp_path):
+    desktop = generate_screen((2560, 1440), seed=3)
+    small = Image.frombytes("RGB", (3, 2), bytes(range(0, 255, 14)))  # every byte wraps in the Up filter
+    recorder = JsonlRecorder(tmp_path, "pixels")
+    recorder.write_step(bare_step(1, recorder.save_screenshot(1, desktop)))
+    step = bare_step(2, recorder.save_screenshot(2, lambda: small))  # made in the writer thread
+    step.screenshot_after = recorder.save_screenshot(2, desktop.transpose(Image.Transpose.FLIP_LEFT_RIGHT), "after")
+    recorder.write_step(step)
+    recorder.finish(Outcome(status="done"))
+    rec = load(recorder.path)
+    shots = [path for step in rec.steps for path in rec.screenshot_paths(step)]
+    expected = [desktop, small, desktop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    assert [p.name for p in shots] == ["step-0001.png", "step-0002.png", "step-0002-after.png"]
+    for path, image in zip(shots, expected):
+        with Image.open(path) as png:
+            assert (png.mode, png.size) == ("RGB", image.size) and png.tobytes() == image.tobytes(), path
+
+
+def test_a_run_records_the_screens_it_was_shown_exactly(tmp_path):
+    served = {}
+    for path in SCREENS.iterdir():
+        with Image.open(path) as img:
+            served[img.convert("RGB").tobytes()] = path.name
+    rec = load(record(tmp_path))
+    for step in rec.steps:
+        assert rec.screenshot(step).tobytes() in served, step.screenshot
 
 
 def test_a_failure_found_only_at_finish_makes_the_outcome_an_error(tmp_path, monkeypatch):
