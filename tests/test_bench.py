@@ -75,6 +75,8 @@ def test_bench_smoke_writes_every_row(tmp_path, capsys):
     assert rows["perception_cold_ms/3840x2160"]["detail"]["previous_sent_size"] == [1932, 1064]
     assert rows["settle_poll_ms/3840x2160"]["detail"]["thumbnail_size"] == [480, 270]
     assert rows["replay_check_steps_per_s"]["detail"]["differences"] == 0
+    parts = rows["whole_step_ms"]["detail"]["ours_parts_ms"]  # the recorder's PNG, Pillow's beside it
+    assert parts["recorder_png"] > 0 and parts["recorder_png_pillow"] > 0
     assert set(rows["perception_ms/1920x1080"]["detail"]["stages_ms"]) >= {"capture", "resize", "encode", "base64"}
     h0, h4 = rows["tokens/1920x1080/h0"], rows["tokens/1920x1080/h4"]
     assert h4["ours"] - h0["ours"] >= 4 * 646 and h4["baseline"] - h0["baseline"] >= 4 * 2691

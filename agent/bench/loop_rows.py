@@ -6,7 +6,6 @@ real clicks into the bench desktop, the settle, its frame and the recorder."""
 
 from __future__ import annotations
 
-import io
 import os
 import statistics
 import subprocess
@@ -24,6 +23,7 @@ from agent.capture import Screen
 from agent.config import Settings
 from agent.fakeserver import FakeModelServer
 from agent.geometry import MAX_IMAGE_TOKENS
+from agent.imagefile import save_png
 from agent.loop import Limits, run_episode
 from agent.planner import GLMPlanner
 from agent.trajectory import JsonlRecorder, load
@@ -76,12 +76,18 @@ def bench_whole_step(screen: Screen, size: tuple[int, int], encoding: str, steps
             ),
             steps,
         )
-    image, saves = screen.capture().image, []
-    for _ in range(steps):  # the recorder's PNG, written in its own thread
-        t = time.perf_counter()
-        image.save(io.BytesIO(), format="PNG", compress_level=1)
-        saves.append(time.perf_counter() - t)
+    image, saves, pillow_saves = screen.capture().image, [], []
+    with tempfile.TemporaryDirectory(prefix="deskpilot-bench-") as tmp:
+        path = Path(tmp) / "step.png"
+        for _ in range(steps):  # the recorder's PNG, written in its own thread; Pillow's beside it
+            t = time.perf_counter()
+            save_png(image, path)
+            saves.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            image.save(path, format="PNG", compress_level=1)
+            pillow_saves.append(time.perf_counter() - t)
     ours_parts["recorder_png"] = median_ms(saves)
+    ours_parts["recorder_png_pillow"] = median_ms(pillow_saves)
     return Row(
         "whole_step_ms",
         "whole step without model (ms)",
@@ -93,7 +99,8 @@ def bench_whole_step(screen: Screen, size: tuple[int, int], encoding: str, steps
             "ours_parts_ms": ours_parts,
             "baseline_parts_ms": base_parts,
             "steps": steps,
-            "note": "the recorder writes its lossless PNG in its own thread; record_wait_s is the step "
+            "note": "the recorder writes its lossless PNG in its own thread (recorder_png: save_png; "
+            "recorder_png_pillow: Pillow's level 1, its previous encoder, to the same file); record_wait_s is the step "
             "waiting for room in its queue; model_s is the HTTP round trip to the fake server",
         },
     )
