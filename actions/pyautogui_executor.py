@@ -106,7 +106,11 @@ class PyAutoGuiExecutor:
         type_interval: float = 0.01,
         should_stop: Callable[[], bool] | None = None,
     ) -> None:
-        """``pause``: pyautogui.PAUSE after each call; ``wait_seconds``: what WAIT sleeps
+        """``pause``: pyautogui.PAUSE between the calls that make up one action (a drag's
+        press, move and release); the last call of an action does not pause, since every
+        caller waits for the screen after an action anyway (the loop's settle, the recorded
+        gap in replay): at 1440p that pause was a fifth of a click step's time outside the
+        model. ``wait_seconds``: what WAIT sleeps
         (5 s as trained); ``drag_seconds``: how long a drag moves; ``type_interval``: pause
         after each typed character; ``should_stop``: polled between typed characters and
         during WAIT, raising Interrupted when it returns True (the kill switch)."""
@@ -141,22 +145,22 @@ class PyAutoGuiExecutor:
     def _execute(self, action: Action, points: list[PointScreen]) -> None:
         gui = self._gui
         if isinstance(action, (LeftClick, RightClick, MiddleClick)):
-            gui.click(*points[0], button=_BUTTONS[action.kind])
+            gui.click(*points[0], button=_BUTTONS[action.kind], _pause=False)
         elif isinstance(action, LeftDoubleClick):
-            gui.click(*points[0], clicks=2, interval=0.05, button="left")
+            gui.click(*points[0], clicks=2, interval=0.05, button="left", _pause=False)
         elif isinstance(action, Hover):
-            gui.moveTo(*points[0])
+            gui.moveTo(*points[0], _pause=False)
         elif isinstance(action, LeftDrag):
             (x0, y0), (x1, y1) = points
             gui.moveTo(x0, y0)
             gui.mouseDown(x0, y0, button="left")
             gui.moveTo(x1, y1, duration=self.drag_seconds)  # apps must see motion to drag
-            gui.mouseUp(x1, y1, button="left")
+            gui.mouseUp(x1, y1, button="left", _pause=False)
         elif isinstance(action, Scroll):
             gui.moveTo(*points[0])
-            gui.scroll(action.step if action.direction == "up" else -action.step)
+            gui.scroll(action.step if action.direction == "up" else -action.step, _pause=False)
         elif isinstance(action, Key):
-            gui.hotkey(*parse_combo(action.keys))
+            gui.hotkey(*parse_combo(action.keys), _pause=False)
         elif isinstance(action, Type):
             if points:  # a type action with a box: click there first, then type
                 gui.click(*points[0], button="left")

@@ -229,7 +229,7 @@ def platform_name() -> str:
 
 def estimate_text_tokens(text: str) -> int:
     """A cautious token estimate: ASCII at 3 chars a token, anything else a token a char."""
-    ascii_chars = sum(1 for ch in text if ord(ch) < 128)
+    ascii_chars = len(text.encode("ascii", "ignore"))  # counted in C: a step's prompt is read at every step
     return int(ascii_chars / CHARS_PER_TOKEN) + (len(text) - ascii_chars) + 1
 
 

@@ -70,19 +70,50 @@ def run(frames, config=None) -> tuple[float, AdaptiveSettle]:
     return settle(), settle
 
 
+class Times:
+    """A probe wrapper that notes the fake clock's time of each grab."""
+
+    def __init__(self, probe, clock: FakeClock) -> None:
+        self.probe, self.clock, self.at = probe, clock, []
+
+    def __call__(self):
+        self.at.append(round(self.clock.now - 100.0, 4))
+        return self.probe()
+
+
+def timed(frames, config=None) -> tuple[float, list[float]]:
+    clock = FakeClock()
+    probe = Times(scripted(frames, clock), clock)
+    settle = AdaptiveSettle(probe, config or SettleConfig(), clock=clock, sleep=clock.sleep)
+    return settle(), probe.at
+
+
 def test_static_screen_settles_after_the_quiet_window():
-    spent, settle = run([screen()])
+    spent, at = timed([screen()])
     cfg = SettleConfig()
-    assert cfg.quiet_s <= spent < cfg.quiet_s + cfg.poll_s
-    assert settle.probes == 3  # three equal frames a poll apart
+    assert cfg.quiet_s <= spent < cfg.quiet_s + 0.01  # the probes' cost does not add up
+    assert at == [0.0, 0.01, 0.04, 0.08]  # as the action ends, early, then on the poll grid
+
+
+def test_a_change_seen_by_the_early_probe_starts_the_quiet_window_there():
+    spent, at = timed([screen(), screen(box_at=300)])
+    assert at == [0.0, 0.01, 0.05, 0.09]
+    assert 0.09 <= spent < 0.1
+
+
+def test_a_quiet_window_that_is_no_multiple_of_the_poll_ends_on_time():
+    spent, at = timed([screen()], SettleConfig(quiet_s=0.1))
+    assert at == [0.0, 0.01, 0.04, 0.08, 0.1]
+    assert 0.1 <= spent < 0.11
 
 
 def test_waits_until_an_animation_stops():
     frames = [screen(box_at=100 + 40 * i) for i in range(12)]  # changes on each of 12 probes
     spent, settle = run(frames)
-    poll = SettleConfig().poll_s
+    cfg = SettleConfig()
     assert settle.probes == 12 + 2  # the last change, then two equal probes
-    assert 11 * poll + SettleConfig().quiet_s <= spent < 14 * poll + 0.05
+    # The early probe, 10 more a poll apart, then the quiet window after the last change.
+    assert spent == pytest.approx(cfg.early_s + 10 * cfg.poll_s + cfg.quiet_s + 0.003)
 
 
 def test_a_screen_that_never_stops_returns_at_max_wait():
@@ -128,6 +159,8 @@ def test_config_rejects_nonsense():
         SettleConfig(poll_s=0)
     with pytest.raises(ValueError):
         SettleConfig(max_s=-1)
+    with pytest.raises(ValueError):
+        SettleConfig(early_s=0.05)  # later than the poll
 
 
 class FakeShot:
@@ -197,6 +230,35 @@ def test_a_frame_that_looks_final_is_prepared_ahead_and_used_when_the_pixels_mat
     settle()
     frame = settle.take_frame()
     assert settle.ahead_used is False and not frame.is_prepared(2700, "jpeg:90")
+
+
+def test_the_frame_after_a_change_is_prepared_at_once_and_a_superseded_one_is_dropped():
+    from agent.image import SentImage
+
+    clock = FakeClock()
+    frames = [screen(), screen(box_at=100), screen(box_at=300), screen(box_at=300)]
+    live, _ = fake_mss_screen(frames)
+    started: list[tuple[float, int]] = []
+
+    class Worker:  # runs nothing until asked: a preparation is "queued" when the next probe comes
+        def __init__(self) -> None:
+            self.jobs = []
+
+        def submit(self, fn, *args):
+            started.append((round(clock.now - 100.0, 4), len(self.jobs)))
+            self.jobs.append((fn, args))
+
+    settle = AdaptiveSettle(live.probe, SettleConfig(), ahead=(2700, "jpeg:90"), clock=clock, sleep=clock.sleep)
+    settle._worker = Worker()  # type: ignore[assignment]
+    settle()
+    # Prepared as each change was seen (the probes at 10 and 50 ms), not only after a match.
+    assert [at for at, _ in started] == [0.01, 0.05]
+    first, second = settle._worker.jobs
+    first[0](*first[1])  # the worker reaches the superseded frame's job: it was cancelled, nothing is made
+    assert first[1][0].cancelled()
+    second[0](*second[1])
+    frame = settle.take_frame()
+    assert settle.ahead_used and isinstance(frame.prepare(2700, "jpeg:90").result(5), SentImage)
 
 
 def test_for_screen_falls_back_to_capture(tmp_path):

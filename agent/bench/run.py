@@ -106,7 +106,7 @@ def run_bench(
                 progress.append(bench_progress(screen, size, repeat))
             if live and (size[0] in LIVE_STEP_TARGET_MS or size == SIZES[-1]):
                 say("live step ...")
-                live_steps.append(bench_live_step(size, encoding, steps))
+                live_steps += bench_live_step(size, encoding, steps)
             if size == (1920, 1080):
                 if live:
                     say("settle ...")
