@@ -20,6 +20,7 @@ from PIL import Image
 
 from agent.config import DEFAULT_IMAGE_ENCODING, DEFAULT_IMAGE_TOKENS, parse_encoding
 from agent.geometry import PATCH, fit_to_tokens, image_tokens
+from agent.threads import background_pool
 
 EXACT_SHARE = 0.9  # an exact 1/k reduction is sent when it keeps this share of the fitted size's pixels
 TILE_MIN_PIXELS = 400_000  # smaller results are resampled in one piece: threads would not pay
@@ -122,7 +123,7 @@ def _resize_pool() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="deskpilot-resize")
+            _pool = background_pool("deskpilot-resize", _workers())
         return _pool
 
 

@@ -56,6 +56,7 @@ from agent.progress import ESCALATION, Response, changed_since, find_loop, is_ch
 from agent.protocol import GroundingAsk, HistoryEntry, StepRequest
 from agent.safety import Decision
 from agent.text import quoted
+from agent.threads import background_pool
 from agent.trajectory import Attempt, LoopCheck, Outcome, OutcomeStatus, SentInfo, Step, Zoom
 from agent.zoom import ZoomMode, check_zoom_answer, crop_for, cut_crop, element_for, retried_unchanged, zoom_reason
 
@@ -165,9 +166,7 @@ class Run:
     steps: list[Step] = field(default_factory=list)
     totals: Totals = field(default_factory=Totals)
     person_s: float = 0.0  # time spent waiting for the person: not charged to max_time
-    background: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="deskpilot-history")
-    )
+    background: ThreadPoolExecutor = field(default_factory=lambda: background_pool("deskpilot-history"))
     thumbs: dict[int, Future[Image.Image]] = field(default_factory=dict)  # the screen before each recent step
     last_probe: tuple[int, Image.Image] | None = None  # (step, the settled screen after its action)
     loop_level: int = 0  # consecutive steps that completed a loop (the escalation reached)

@@ -54,6 +54,7 @@ from PIL import Image, ImageChops
 
 from agent.capture import Screenshot, thumbnail
 from agent.image import SentImage
+from agent.threads import background_pool
 
 _EPSILON = 1e-4  # probes due every poll_s land a hair early or late: a quiet window of 0.08 s is 0.08 s
 
@@ -160,7 +161,7 @@ class AdaptiveSettle:
         if shot is None or self.ahead is None:
             return None
         if self._worker is None:
-            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deskpilot-ahead")
+            self._worker = background_pool("deskpilot-ahead")
         self._pending = shot.prepare(*self.ahead, executor=self._worker)
         return shot
 

@@ -94,6 +94,7 @@ from agent import __version__
 from agent.errors import UsageError
 from agent.geometry import MonitorGeometry, Target
 from agent.imagefile import open_image, save_png
+from agent.threads import lower_priority
 
 SCHEMA_VERSION = 1
 QUEUE_STEPS = 2  # steps whose screenshot or line may wait for the writer before the loop waits too
@@ -465,6 +466,7 @@ class JsonlRecorder:
 
     def _write_jobs(self) -> None:
         """The writer thread: each job in order; after a failure the rest are dropped."""
+        lower_priority()  # the step goes on meanwhile (agent.threads)
         while (job := self._jobs.get()) is not None:
             kind, step = job[0], job[1]
             try:
