@@ -78,8 +78,16 @@ def format_table(result: dict[str, Any]) -> str:
             lines.append(
                 f"whole step (ms): ours capture {ours['capture_s']:.1f} + prepare {ours['prepare_s']:.1f}, waiting "
                 f"for the recorder {ours['record_wait_s']:.1f} (its lossless PNG alone: {ours['recorder_png']:.1f}, "
-                f"written in its own thread), model round trip {ours['model_s']:.1f}; "
+                f"Pillow's {ours['recorder_png_pillow']:.1f}, written in its own thread), model round trip {ours['model_s']:.1f}; "
                 f"baseline {base['capture_s'] + base['prepare_s']:.1f}, {base['model_s']:.1f}"
+            )
+        if row["id"].startswith("live_step_ms/"):
+            parts = row["detail"]["parts_ms"]
+            lines.append(
+                f"live step {row['case'].split(',')[0]} (ms): execute {parts['execute_s']:.1f}, settle "
+                f"{parts['settle_s']:.1f}, capture {parts['capture_s']:.1f} + prepare {parts['prepare_s']:.1f}, "
+                f"waiting for the recorder {parts['record_wait_s']:.1f}; frames from the settle "
+                f"{row['detail']['settled_frames']}, prepared ahead {row['detail']['prepared_ahead']}"
             )
     lines += [
         "baselines: perception = full-size capture (ImageGrab when live) + full-size PNG (level 6) + base64 + body;",
