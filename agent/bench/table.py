@@ -43,21 +43,25 @@ def _fmt(value: float | None, unit: str) -> str:
 def format_table(result: dict[str, Any]) -> str:
     """The table of ``result["rows"]``, the per-stage profiles under it and what each baseline is."""
     meta = result["meta"]
+    rows = result["rows"]
+    width = 1 + max([len("metric"), *(len(row["metric"]) for row in rows)])  # columns never run together
+    case = 1 + max([len("case"), *(len(row["case"]) for row in rows)])
+    target = 1 + max([len("target"), *(len(row["target"]) for row in rows)])
     lines = [
         f"deskpilot bench: {meta['mode']}, median of {meta['repeat']}, encoding {meta['encoding']}, "
         f"Python {meta['python']}, {meta['cpus']} CPUs"
         + (f", load average {meta['load_average'][0]:.2f}" if meta.get("load_average") else ""),
-        f"{'metric':<32}{'case':<32}{'ours':>9}{'baseline':>11}{'ratio':>8}  {'target':<17}met",
+        f"{'metric':<{width}}{'case':<{case}}{'ours':>9}{'baseline':>11}{'ratio':>8}  {'target':<{target}}met",
     ]
     previous = None
-    for row in result["rows"]:
+    for row in rows:
         metric = row["metric"] if row["metric"] != previous else ""
         previous = row["metric"]
         ratio = f"{row['ratio']:.1f}x" if row["ratio"] else "-"
         met = {True: "yes", False: "NO", None: ""}[row["met"]]
         lines.append(
-            f"{metric:<32}{row['case']:<32}{_fmt(row['ours'], row['unit']):>9}"
-            f"{_fmt(row['baseline'], row['unit']):>11}{ratio:>8}  {row['target']:<17}{met}"
+            f"{metric:<{width}}{row['case']:<{case}}{_fmt(row['ours'], row['unit']):>9}"
+            f"{_fmt(row['baseline'], row['unit']):>11}{ratio:>8}  {row['target']:<{target}}{met}"
             + (f"  ({row['note']})" if row["note"] else "")
         )
     lines.append("")
