@@ -7,7 +7,7 @@ from importlib import resources
 from string import Template
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _template(name: str) -> Template:
     """prompts/NAME.md, read once a process (a step renders several prompts)."""
     return Template(resources.files(__name__).joinpath(f"{name}.md").read_text(encoding="utf-8"))
