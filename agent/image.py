@@ -155,8 +155,9 @@ def resize_for_model(image: Image.Image, size: tuple[int, int]) -> Image.Image:
 
     Bicubic is the filter GLM-4.5V's own image processor uses. A reduction by 2x or more is
     first box-averaged by its whole factor (Pillow's ``reduce``), then bicubic for the rest;
-    the bicubic pass runs in parallel bands on up to 4 cores (``_bicubic``; 1.8x faster on two
-    idle cores; 2560x1440 -> 1932x1064 is about 60 ms of CPU time in all). An exact 1/k
+    the bicubic pass runs in parallel bands on up to 4 cores (``_bicubic``; 2560x1440 -> 1932x1064 is
+    about 60 ms of CPU time in one thread, 46 ms of wall time in two bands on this project's
+    two cores, for about 83 ms of CPU time in all). An exact 1/k
     (3840x2160 -> 1920x1080, the half-size shot of a capture within budget) is a k x k box
     average: about 10 ms at 4K.
     """

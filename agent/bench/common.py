@@ -90,15 +90,3 @@ def peak_rss_mb() -> float:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
-
-
-# Perception targets (ms, median) by screen width, from issue 14: capture to the model-ready
-# image, everything on a step's critical path.
-PERCEPTION_TARGETS_MS = {2560: 25.0, 3840: 40.0}
-
-
-def perception_target(row: Any, width: int) -> None:
-    """Set the perception target of a ``Row`` measured at ``width`` (if it has one) and whether it is met."""
-    limit = PERCEPTION_TARGETS_MS.get(width)
-    if limit is not None and row.ours is not None:
-        row.target, row.met = f"<= {limit:g} ms", row.ours <= limit

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from actions.executor import DryRunExecutor
-from agent.bench.common import BASELINE_ENCODING, REPLIES, TASK, bench_settings, median_ms, perception_target
+from agent.bench.common import BASELINE_ENCODING, REPLIES, TASK, bench_settings, median_ms
+from agent.bench.perception import perception_target
 from agent.bench.scene import PROJECT_ROOT
 from agent.bench.table import Row
 from agent.capture import Screen
