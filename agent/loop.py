@@ -52,7 +52,7 @@ from agent.errors import DeskpilotError, Interrupted, ModelError, TimeBudgetExce
 from agent.grounding import Grounded, ask, feedback_for, ground_action
 from agent.image import SentImage
 from agent.planner import Planner, PlannerResult
-from agent.progress import ESCALATION, Response, changed_since, find_loop, is_change, loop_note
+from agent.progress import ESCALATION, Response, changed_since, find_loop, frame_change, is_change, loop_note
 from agent.protocol import GroundingAsk, HistoryEntry, StepRequest
 from agent.safety import Decision
 from agent.text import quoted
@@ -316,7 +316,7 @@ def _step(run: Run, number: int) -> Action | None:
         if early.future is not None:
             action, note = early.future.result()  # gated and run while the reply was still arriving
             if action is not None and action.kind not in TERMINAL_KINDS:
-                note = "; ".join(filter(None, (note, _progress(run, step))))
+                note = "; ".join(filter(None, (note, _progress(run, step, seen.shot))))
         elif grounded is None:
             note = "no usable action"
         elif isinstance(grounded.action, CallUser):
@@ -326,7 +326,7 @@ def _step(run: Run, number: int) -> Action | None:
             action, note = _gate(run, step, grounded.action)
             if action is not None and action.kind not in TERMINAL_KINDS:
                 note = _act(run, step, action) or note
-                note = "; ".join(filter(None, (note, _progress(run, step))))
+                note = "; ".join(filter(None, (note, _progress(run, step, seen.shot))))
     except BaseException as exc:
         if step.error is None:
             step.error = f"{type(exc).__name__}: {exc}"
@@ -604,19 +604,26 @@ def _act(run: Run, step: Step, action: Action) -> str:
     return note
 
 
-def _progress(run: Run, step: Step) -> str:
-    """Did the action change the screen? Then look for a loop and escalate (agent.progress).
-    Returns what the model should read about it in its history ("" if nothing)."""
+def _progress(run: Run, step: Step, shot: Screenshot) -> str:
+    """Did the action change the screen (``shot``: the step's screenshot)? Then look for a loop
+    and escalate (agent.progress). Returns what the model should read about it in its history
+    ("" if nothing)."""
     if run.recovery.changed is not None:
         fraction = run.recovery.changed(step)
+        changed = None if fraction is None else is_change(fraction)
     else:
         before = run.thumbs.get(step.step)
         after = getattr(run.hooks.settle, "last_probe", None)  # AdaptiveSettle keeps its last thumbnail
         fraction = changed_since(before.result() if before is not None else None, after)
+        changed = None if fraction is None else is_change(fraction)
         run.last_probe = (step.step, after) if after is not None else None
+        settled = run.settled[1] if run.settled is not None and run.settled[0] == step.step else None
+        if changed is False and settled is not None:  # the thumbnails may miss a small change: look closely
+            fraction = frame_change(shot, settled)
+            changed = fraction > 0
     if fraction is not None:
         step.changed_fraction = round(fraction, 6)
-        step.screen_changed = is_change(fraction)
+        step.screen_changed = changed
 
     def same_screen(a: int, b: int) -> bool:
         if a not in run.thumbs or b not in run.thumbs:

@@ -5,7 +5,10 @@ small grayscale thumbnail. ``changed_since`` compares the screen before the acti
 settle's last probe: the share of thumbnail pixels that moved by more than
 ``PIXEL_THRESHOLD`` gray levels. More than ``NO_CHANGE_TOLERANCE`` (the settle's own
 tolerance, about a 32x32-pixel area at 1080p: a blinking cursor does not count) is a
-change. "Before" is the previous action's last probe, taken an instant before the capture
+change. A thumbnail samples one pixel per block, so when it sees no change and both
+full-resolution captures are at hand (the step's screenshot and the settle's quiet frame),
+``frame_change`` compares them exactly before the model is told that nothing changed: any
+change wider than a text caret counts (a typed word, a focus ring). "Before" is the previous action's last probe, taken an instant before the capture
 the model saw (or, on a first step, a thumbnail of that capture made in the background
 while the model thinks), so a step costs one comparison of two thumbnails (well under a
 millisecond) and no extra capture.
@@ -30,14 +33,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from PIL import Image
+from PIL import Image, ImageChops
 
 from actions.schema import TERMINAL_KINDS
+from agent.capture import Screenshot
 from agent.geometry import MODEL_SPACE
 from agent.settle import SettleConfig, changed_fraction
 from agent.trajectory import Step
 
 NO_CHANGE_TOLERANCE = SettleConfig.tolerance  # share of thumbnail pixels that may differ on an unchanged screen
+CARET = (4, 64)  # screen pixels (width, height): a change within such a box is a text caret blinking
+ROWS_COMPARED = 16  # full frames are compared this many rows at a time (frame_change)
 PIXEL_THRESHOLD = SettleConfig.pixel_threshold  # gray levels a thumbnail pixel must move to count
 SAME_POINT_THOUSANDTHS = 20  # two points this close (per axis, thousandths of the screen) are the same target
 REPEATS = 3  # the same action on an unchanged screen this many times is a loop
@@ -63,6 +69,46 @@ def changed_since(before: Image.Image | None, after: Image.Image | None) -> floa
 
 def is_change(fraction: float) -> bool:
     return fraction > NO_CHANGE_TOLERANCE
+
+
+def frame_change(before: Screenshot, after: Screenshot) -> float:
+    """The share of the screen's pixels that changed between two full-resolution captures, for
+    when the thumbnails saw nothing: a thumbnail samples one pixel per block, so a typed word
+    or a focus ring on a big screen can fall between its samples (at 3840x2160 a 13-pixel word
+    touches none). Equal bytes are 0.0 at once; else bands of ``ROWS_COMPARED`` rows are
+    compared as bytes and only the differing ones are looked into. A change no wider than a
+    text caret (``CARET``) is a cursor blinking: 0.0."""
+    if before.size != after.size:
+        return 1.0
+    width, height = before.size
+    if before.pixels is not None and after.pixels is not None:
+        data = before.pixels.data, after.pixels.data
+        images = before.pixels.view(), after.pixels.view()
+    else:
+        images = before.image, after.image
+        data = images[0].tobytes(), images[1].tobytes()
+    if data[0] == data[1]:
+        return 0.0
+    stride = len(data[0]) // height
+    changed, box = 0, None
+    for top in range(0, height, ROWS_COMPARED):
+        start, end = top * stride, (top + ROWS_COMPARED) * stride
+        if data[0][start:end] == data[1][start:end]:
+            continue
+        region = (0, top, width, min(height, top + ROWS_COMPARED))
+        diff = ImageChops.difference(images[0].crop(region), images[1].crop(region))
+        bands = diff.split()[:3]
+        moved = ImageChops.lighter(ImageChops.lighter(bands[0], bands[1]), bands[2])
+        mask = moved.point(lambda v: 255 if v > PIXEL_THRESHOLD else 0)
+        changed += mask.histogram()[255]
+        if (inner := mask.getbbox()) is not None:
+            left, upper, right, lower = inner[0], inner[1] + top, inner[2], inner[3] + top
+            if box is not None:
+                left, upper, right, lower = min(left, box[0]), box[1], max(right, box[2]), lower
+            box = (left, upper, right, lower)
+    if box is None or (box[2] - box[0] <= CARET[0] and box[3] - box[1] <= CARET[1]):
+        return 0.0
+    return changed / (width * height)
 
 
 def performed(step: Step) -> bool:

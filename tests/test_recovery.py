@@ -20,7 +20,7 @@ from agent.config import Settings
 from agent.geometry import MonitorGeometry
 from agent.loop import Limits, Recovery, run_episode
 from agent.planner import ScriptedPlanner
-from agent.progress import find_loop, same_action
+from agent.progress import changed_since, find_loop, frame_change, is_change, same_action
 from agent.protocol import build_message
 from agent.replay.offline import check, simulate
 from agent.report import render
@@ -341,6 +341,68 @@ def test_retried_unchanged_knows_the_same_element():
     assert not retried_unchanged(previous, act(("left_click", {"start_box": "[900,900]"})), (900, 900))
     changed = step(1, CLICK_AT, (500, 500), True)
     assert not retried_unchanged(changed, act(("left_click", {"start_box": "[500,500]"})), (500, 500))
+
+
+class FrameDesk(Desk):
+    """A Desk whose settle also keeps the quiet frame at full resolution, as AdaptiveSettle does."""
+
+    def __call__(self) -> float:
+        super().__call__()
+        image = self.images[min(self.served, len(self.images) - 1)]
+        self.frame = Screenshot(image, MonitorGeometry(0, 0, *image.size))
+        return 0.0
+
+    def take_frame(self) -> Screenshot | None:
+        return self.frame
+
+
+def field(size=(3840, 2160), text: str = "", caret: bool = False) -> Image.Image:
+    """A form with one text field, ``text`` typed into it (13 px text), a caret shown or not."""
+    image = Image.new("RGB", size, (220, 220, 220))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((600, 400, 1000, 424), fill="white", outline=(120, 120, 120))
+    if text:
+        draw.text((606, 406), text, fill="black")
+    if caret:
+        draw.rectangle((606, 404, 607, 420), fill="black")
+    return image
+
+
+def test_a_typed_word_between_the_thumbnails_samples_is_a_change_and_a_caret_is_not(tmp_path):
+    empty, typed = field(), field(text="hello")
+    assert not is_change(changed_since(thumbnail(empty), thumbnail(typed)))  # the samples all but miss it at 4K
+    typing = "<|begin_of_box|>type(content='hello')<|end_of_box|>"
+    desk = FrameDesk(empty, typed)
+    planner = ScriptedPlanner([typing, "DONE()"])
+    _, _, rec = episode(planner, desk, tmp_path / "typed", settle=desk)
+    assert rec.steps[0].screen_changed is True and rec.steps[0].changed_fraction > 0
+    assert planner.calls[1].history[0].result == ""  # the model is not told its typing did nothing
+    blink = FrameDesk(field(), field(caret=True))
+    planner = ScriptedPlanner([typing, "DONE()"])
+    _, _, rec = episode(planner, blink, tmp_path / "caret", settle=blink)
+    assert rec.steps[0].screen_changed is False and rec.steps[0].changed_fraction == 0.0
+    assert planner.calls[1].history[0].result == "the screen did not change"
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (2560, 1440), (3840, 2160)])
+def test_frame_change_on_mss_pixels_and_on_images(size):
+    from agent.image import Bgrx
+
+    def shot(image: Image.Image, raw: bool) -> Screenshot:
+        if not raw:
+            return Screenshot(image, MonitorGeometry(0, 0, *image.size))
+        red, green, blue = image.split()
+        bgrx = Image.merge("RGBX", (blue, green, red, Image.new("L", image.size, 0))).tobytes()
+        return Screenshot(None, MonitorGeometry(0, 0, *image.size), Bgrx(bgrx, image.size))
+
+    for raw in (False, True):
+        empty = shot(field(size), raw)
+        assert frame_change(empty, shot(field(size), raw)) == 0.0
+        assert frame_change(empty, shot(field(size, caret=True), raw)) == 0.0
+        word = frame_change(empty, shot(field(size, text="hello"), raw))
+        assert 0 < word < 0.001
+        assert frame_change(empty, shot(field(size, text="hello", caret=True), raw)) > word  # more changed
+        assert frame_change(empty, shot(field((size[0], size[1] - 2)), raw)) == 1.0
 
 
 # --- replay --------------------------------------------------------------------------------
